@@ -1,0 +1,1 @@
+"""fetta.boards: FPGA platforms, the UART host link and bitstream builds."""

@@ -1,0 +1,1 @@
+"""fetta.hw: the Amaranth components that become gates."""

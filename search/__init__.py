@@ -1,0 +1,1 @@
+"""fetta.search: tensor-network IR, TNN layers, contraction-sequence search and the compiler."""
