@@ -10,13 +10,12 @@ Instructions are 64-bit words. Every layout starts with the 4-bit :class:`Opcode
 import re
 
 from amaranth import signed, unsigned
-from amaranth.lib import data, enum, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, enum
 
 __all__ = [
     "INSTR_WIDTH", "Opcode", "Rounding", "Cause", "LAYOUTS", "NOP_LAYOUT", "HALT_LAYOUT", "LOOP_LAYOUT",
     "BASE_LAYOUT", "STEP_LAYOUT", "IsaError", "encode", "decode", "check", "assemble", "disassemble",
-    "markdown_tables", "markdown_csr_table", "HostBusSignature", "CSR", "ID_VALUE", "WINDOWS", "csr_address", "route_words",
+    "markdown_tables", "markdown_csr_table", "HOST_ADDR_WIDTH", "CSR", "ID_VALUE", "WINDOWS", "csr_address", "route_words",
 ]
 
 INSTR_WIDTH = 64
@@ -279,30 +278,6 @@ def markdown_csr_table():
 
 # Host interface.
 
-class HostBusSignature(wiring.Signature):
-    """The accelerator's internal host bus (driven by the AXI4-Lite slave).
-
-    A request holds ``addr`` (byte address, 32-bit aligned) and exactly one of ``r_en`` / ``w_en``
-    (with ``w_data``) high until the cycle ``ack`` is high; in that cycle ``r_data`` is valid for a
-    read. A new request may start in the cycle after ``ack``. ``ack`` comes within a few cycles.
-
-    Members (seen from the accelerator)
-    -------
-    addr : ``In(32)``
-    r_en : ``In(1)``
-    w_en : ``In(1)``
-    w_data : ``In(32)``
-    r_data : ``Out(32)``
-    ack : ``Out(1)``
-    """
-
-    def __init__(self):
-        super().__init__({
-            "addr": In(32), "r_en": In(1), "w_en": In(1), "w_data": In(32),
-            "r_data": Out(32), "ack": Out(1),
-        })
-
-
 #: Control and status registers: name -> (byte offset, access, description).
 CSR = {
     "ID": (0x00, "ro", "constant 0x46455441 ('FETA')"),
@@ -330,11 +305,14 @@ CSR = {
     "BUSY_HI": (0x6C, "ro", "high word"),
     "MACS_LO": (0x70, "ro", "multiply-accumulates issued (L per beat of a STEP with b_one = 0)"),
     "MACS_HI": (0x74, "ro", "high word"),
-    "STALLS_LO": (0x78, "ro", "cycles of a STEP without a beat issued (setup and drain)"),
+    "STALLS_LO": (0x78, "ro", "cycles of a running STEP without a beat issued (configuration load and drain)"),
     "STALLS_HI": (0x7C, "ro", "high word"),
 }
 
 ID_VALUE = 0x46455441
+
+#: Width of the host bus's word address (byte addresses below 0x8000000).
+HOST_ADDR_WIDTH = 25
 
 #: Memory windows: name -> (byte base, byte size).
 WINDOWS = {
