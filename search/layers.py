@@ -23,7 +23,7 @@ from .tensornet import Tensor, TensorNetwork
 
 __all__ = [
     "TNNLayer", "TTLayer", "TTMLayer", "TuckerLayer", "CPLayer", "TensorRingLayer",
-    "FORMATS", "MAX_MODES", "layer_from_spec", "load_layers",
+    "FORMATS", "MAX_MODES", "layer_from_spec", "load_layers", "layer_summary", "register",
 ]
 
 MAX_MODES = 6
@@ -522,3 +522,49 @@ def load_layers(path=None):
         raise TypeError(f"{path or 'tnn_layers.json'} must hold a layer spec, a list of them or "
                         f"an object with a 'layers' list, not {type(data).__name__}")
     return [layer_from_spec(spec) for spec in data]
+
+
+def layer_summary(layer, tokens=None):
+    """Return one row of facts about a layer: sizes, parameters and forward MACs.
+
+    ``opt_forward_macs`` is the exact optimum over all pairwise orders (opt_einsum's
+    ``DynamicProgramming(minimize="flops", search_outer=True)``, counted in MACs);
+    ``seq_forward_macs`` the order written; ``dense_macs`` the uncompressed layer.
+    """
+    import opt_einsum
+
+    network = layer.forward_network(tokens)
+    shapes = [network.shape(t.name) for t in network.tensors]
+    path, _ = opt_einsum.contract_path(
+        network.einsum(), *shapes, shapes=True,
+        optimize=opt_einsum.DynamicProgramming(minimize="flops", search_outer=True))
+    return {"id": layer.id, "format": layer.format, "tokens": network.sizes["b"],
+            "in_features": layer.in_features, "out_features": layer.out_features,
+            "params": layer.params, "forward": network.einsum(),
+            "dense_macs": layer.dense_macs(tokens),
+            "seq_forward_macs": network.path_macs(network.sequential_path()),
+            "opt_forward_macs": network.path_macs(path)}
+
+
+def register(sub):
+    """Add the ``layers`` subcommand to the ``fetta`` command line (``sub`` from ``add_subparsers``)."""
+    parser = sub.add_parser("layers", help="list tensorized layers and the MACs of their forward pass")
+    parser.add_argument("file", nargs="?", help="layer JSON (default: the 12 benchmark layers)")
+    parser.add_argument("--tokens", type=int, help="token count instead of each layer's own")
+    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    parser.set_defaults(run=_run_layers)
+
+
+def _run_layers(args):
+    rows = [layer_summary(layer, args.tokens) for layer in load_layers(args.file)]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'id':<8}{'format':<8}{'tokens':>7}{'in x out':>14}{'params':>9}{'dense MACs':>16}"
+          f"{'written MACs':>16}{'optimal MACs':>16}  forward")
+    for r in rows:
+        print(f"{r['id']:<8}{r['format']:<8}{r['tokens']:>7}"
+              f"{str(r['in_features']) + 'x' + str(r['out_features']):>14}{r['params']:>9}"
+              f"{r['dense_macs']:>16,}{r['seq_forward_macs']:>16,}{r['opt_forward_macs']:>16,}"
+              f"  {r['forward']}")
+    return 0

@@ -402,3 +402,29 @@ def test_layer_equality_and_repr():
     assert repr(a) == ("TTMLayer(in_modes=(2, 3), out_modes=(3, 2), ranks=(1, 2, 1), tokens=3, "
                        "id='t')")
     assert isinstance(a, TNNLayer) and a.x_indices == ("b", "i", "j")
+
+
+def _run_cli(argv):
+    import argparse
+
+    from fetta.search import layers
+    parser = argparse.ArgumentParser(prog="fetta")
+    layers.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+def test_layers_command_reports_the_benchmark_figures(capsys, tmp_path):
+    assert _run_cli(["layers", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in rows] == [s["id"] for s in BENCH]
+    for row, spec in zip(rows, BENCH):
+        for field in ("forward", "dense_macs", "seq_forward_macs", "opt_forward_macs", "tokens"):
+            assert row[field] == spec[field], (spec["id"], field)
+        assert row["params"] == sum(prod(s) for s in spec["core_shapes"])
+    one = tmp_path / "b6.json"
+    one.write_text(json.dumps(BENCH[5]))
+    assert _run_cli(["layers", str(one), "--tokens", "1"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 2 and table[1].split()[:3] == ["B6", "tt", "1"]
+    assert "bij,iA,AjB,BpC,Cq->bpq" in table[1]
