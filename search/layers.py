@@ -91,6 +91,9 @@ class TNNLayer:
     format = None
 
     def __init__(self, *, in_modes, out_modes, ranks, tokens, id=""):
+        if self.format is None:
+            names = ", ".join(cls.__name__ for cls in FORMATS.values())
+            raise TypeError(f"TNNLayer is abstract; use one of {names}")
         if not isinstance(id, str):
             raise TypeError(f"id must be a string, not {id!r}")
         self._id = id

@@ -301,6 +301,12 @@ def test_layer_rejects_bad_tokens_and_id(kwargs, error, message):
             layer.forward_network(kwargs["tokens"])
 
 
+def test_base_class_is_abstract():
+    with pytest.raises(TypeError, match="TNNLayer is abstract; use one of TTLayer, TTMLayer, "
+                                        "TuckerLayer, CPLayer, TensorRingLayer"):
+        TNNLayer(in_modes=[2], out_modes=[2], ranks=[1], tokens=1)
+
+
 def test_layer_from_spec_rejects_non_dicts_and_prefixes_the_id():
     with pytest.raises(TypeError, match=r"A layer spec must be a dict, not \[1\]"):
         layer_from_spec([1])
