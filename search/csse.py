@@ -29,6 +29,7 @@ import numpy as np
 __all__ = [
     "ContractionStep", "ContractionTree", "search", "optimal_tree", "sequential_tree",
     "greedy_tree", "reference_tree", "tree_from_path", "benchmark_search", "print_benchmark",
+    "random_network", "benchmark_random_networks", "register",
 ]
 
 # numpy.einsum accepts only these letters; each step maps its own indices onto them.
@@ -468,6 +469,35 @@ def benchmark_search(layers=None, *, k=1, tokens=None):
     return rows
 
 
+def random_network(tensors, rng, *, indices=None, max_size=16):
+    """A random network for timing: each tensor holds 2 to 4 of ``indices`` (default
+    ``tensors + 4``) random indices, so hyperedges and outer products occur; sizes 2 to
+    ``max_size``; the output holds every index used once and a few more."""
+    from .tensornet import Tensor, TensorNetwork
+    names = [f"i{j}" for j in range(tensors + 4 if indices is None else indices)]
+    held = [tuple(rng.choice(names, size=int(rng.integers(2, 5)), replace=False))
+            for _ in range(tensors)]
+    counts = {}
+    for ix in held:
+        for i in ix:
+            counts[i] = counts.get(i, 0) + 1
+    output = [i for i in counts if counts[i] == 1 or rng.random() < 0.15]
+    sizes = {i: int(rng.integers(2, max_size + 1)) for i in names}
+    return TensorNetwork([Tensor(f"T{j}", ix) for j, ix in enumerate(held)], sizes, output)
+
+
+def benchmark_random_networks(tensors=10, *, count=20, k=1, seed=0):
+    """Search times in seconds on ``count`` random networks of ``tensors`` tensors."""
+    rng = np.random.default_rng(seed)
+    times = []
+    for _ in range(count):
+        net = random_network(tensors, rng)
+        start = time.perf_counter()
+        search(net, k)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def _layer_id(layer):
     for attr in ("id", "name"):
         value = getattr(layer, attr, None)
@@ -488,3 +518,30 @@ def print_benchmark(rows=None, *, file=None):
               f"{r['sequential_macs']:>16,} {r['greedy_macs']:>16,} "
               f"{1e3 * r['seconds']:>9.1f}", file=file)
     return rows
+
+
+def register(sub):
+    """Add the ``search`` subcommand to the ``fetta`` command line (an argparse subparsers object).
+
+    ``fetta search [LAYERS.json] [--k K] [--tokens T]`` prints the stage 1 table for every network
+    of the layers (the twelve benchmark layers by default), then the joint training step table.
+    """
+    parser = sub.add_parser("search", help="contraction-order search on benchmark layers",
+                            description="Stage 1 of the CSSE: exact contraction orders in MACs "
+                                        "and the joint training step of each layer.")
+    parser.add_argument("layers", nargs="?", default=None,
+                        help="layer JSON file (default: the benchmark layers)")
+    parser.add_argument("--k", type=int, default=8, help="forward trees considered (default 8)")
+    parser.add_argument("--tokens", type=int, default=None,
+                        help="token count (default: each layer's own)")
+    parser.set_defaults(run=_run)
+
+
+def _run(args):
+    from .layers import load_layers
+    from .training import benchmark_training, print_training_benchmark
+    layers = load_layers(args.layers)
+    print_benchmark(benchmark_search(layers, k=args.k, tokens=args.tokens))
+    print()
+    print_training_benchmark(benchmark_training(layers, k=args.k, tokens=args.tokens))
+    return 0

@@ -268,3 +268,23 @@ def test_tree_from_path_rejects_bad_paths():
         csse.tree_from_path(net, [(1, 1)])
     with pytest.raises(ValueError, match=r"contract the network to one tensor, not leave 2"):
         csse.tree_from_path(net, [(0, 1), (0, 1)])
+
+
+def test_random_ten_tensor_networks_match_opt_einsum_dp():
+    rng = np.random.default_rng(7)
+    for n in (9, 10):
+        net = csse.random_network(n, rng)
+        assert csse.optimal_tree(net).macs == _reference_macs(net)
+
+
+def test_search_subcommand(tmp_path, capsys):
+    import argparse
+    parser = argparse.ArgumentParser(prog="fetta")
+    csse.register(parser.add_subparsers(dest="command"))
+    path = tmp_path / "layer.json"
+    path.write_text(json.dumps(SPECS_AND_LAYERS[5][0]))
+    args = parser.parse_args(["search", str(path), "--k", "2"])
+    assert args.run(args) == 0
+    out = capsys.readouterr().out
+    assert "7,004,160" in out  # the layer's forward optimum, from the workload table
+    assert "core_grad:4" in out and "21,012,480" in out  # joint step: three forward passes
