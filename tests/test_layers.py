@@ -203,6 +203,37 @@ def test_benchmark_layer_matches_json(spec):
     assert layer.dense_macs() == spec["dense_macs"]
 
 
+@pytest.mark.parametrize("spec", BENCH, ids=[s["id"] for s in BENCH])
+def test_scaled_benchmark_layer_networks_are_consistent(spec):
+    """Every network of a small copy of each benchmark structure agrees with its dense weight."""
+    layer = layer_from_spec(spec).scaled(3, max_mode=2, max_rank=2)
+    rng = np.random.default_rng(int(spec["id"][1:]))
+    cores = layer.random_cores(rng)
+    w = layer.dense_weight(cores)
+    if layer.in_features * layer.out_features <= 4096:
+        np.testing.assert_allclose(w, _reference_weight(layer.format, layer.in_modes,
+                                                        layer.out_modes, layer.ranks, cores),
+                                   rtol=1e-10, atol=1e-12)
+    x = rng.normal(size=(3, layer.in_features))
+    dy = rng.normal(size=(3, layer.out_features))
+    arrays = {"x": x.reshape((3,) + layer.in_modes), "dy": dy.reshape((3,) + layer.out_modes)}
+    nets = layer.networks()
+    np.testing.assert_allclose(nets["forward"].contract({"x": arrays["x"], **cores}).reshape(3, -1),
+                               x @ w, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        nets["input_grad"].contract({"dy": arrays["dy"], **cores}).reshape(3, -1), dy @ w.T,
+        rtol=1e-10, atol=1e-12)
+    # L = sum(dy * (x @ W)) is linear in each core: the directional derivative along V is
+    # L(G_K + V) - L(G_K), exactly up to rounding.
+    base = np.sum(dy * (x @ w))
+    for k, name in enumerate(layer.core_names, start=1):
+        grad = nets[f"core_grad:{k}"].contract(
+            {**arrays, **{n: a for n, a in cores.items() if n != name}})
+        direction = rng.normal(size=grad.shape)
+        moved = np.sum(dy * (x @ layer.dense_weight(dict(cores, **{name: cores[name] + direction}))))
+        assert moved - base == pytest.approx(np.sum(grad * direction), rel=1e-9, abs=1e-9)
+
+
 def test_load_layers_default_is_the_benchmark_set():
     layers = load_layers()
     assert [layer.id for layer in layers] == [f"B{k}" for k in range(1, 13)]
