@@ -56,8 +56,10 @@ def _int_list(field, value):
 class TNNLayer:
     """Base class of the tensorized linear layers.
 
-    Parameters (keyword-only, checked at once)
-    ------------------------------------------
+    All parameters are keyword-only and checked at once.
+
+    Parameters
+    ----------
     in_modes : sequence of int
         Factorization of the input features, ``prod(in_modes)`` inputs; 1 to 6 modes.
     out_modes : sequence of int
