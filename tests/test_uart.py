@@ -1,3 +1,4 @@
+import gc
 import re
 
 import numpy as np
@@ -41,8 +42,10 @@ def test_uart_divisor_rejects(kwargs, message):
 @pytest.mark.parametrize("cls", [UARTRx, UARTTx])
 @pytest.mark.parametrize("divisor,message", [(3, "not 3"), (8.0, "not 8.0"), (True, "not True")])
 def test_uart_rejects_divisor(cls, divisor, message):
-    with pytest.raises(ValueError, match=f"Divisor must be an integer of at least 4, {message}"):
+    with pytest.raises(ValueError, match=f"Divisor must be an integer of at least 4, {message}") as info:
         cls(divisor=divisor)
+    del info
+    gc.collect()
 
 
 def test_uart_frame_rejects_bad_byte():

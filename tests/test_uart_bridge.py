@@ -1,3 +1,4 @@
+import gc
 import struct
 
 import numpy as np
@@ -249,8 +250,10 @@ def test_bridge_with_host_port_example(seed):
     ({"addr_width": 12, "timeout": 1.5e3}, "from 16 to 2**32, not 1500.0"),
 ])
 def test_bridge_rejects_bad_parameters(kwargs, message):
-    with pytest.raises(ValueError, match=message.replace("*", r"\*")):
+    with pytest.raises(ValueError, match=message.replace("*", r"\*")) as info:
         UARTBridge(**kwargs)
+    del info
+    gc.collect()
 
 
 def test_bridge_model_rejects_bad_width():
