@@ -181,7 +181,8 @@ def training_schedule(forward_tree, *, grad_output="dy", wrt=None):
         Name given to the incoming gradient of the output; it has the output's indices.
     wrt : iterable of str, optional
         Leaves whose gradients are wanted (default: all). A backward step is emitted only where
-        its result leads to a wanted gradient. The gradient of leaf ``n`` is named ``"d" + n``.
+        its result leads to a wanted gradient. The gradient of a tensor ``n`` (leaf or forward
+        intermediate) is named ``"d" + n``.
 
     Returns
     -------
@@ -203,7 +204,7 @@ def training_schedule(forward_tree, *, grad_output="dy", wrt=None):
             raise ValueError(f"Gradients can be taken with respect to the leaves {leaves!r}, "
                              f"not {n!r}")
     taken = set(leaves) | {s.result for s in forward_tree.steps}
-    for n in (grad_output,) + tuple("d" + w for w in wrt):
+    for n in (grad_output,) + tuple("d" + n for n in taken):
         if n in taken:
             raise ValueError(f"Gradient name {n!r} collides with a tensor of the network")
     indices = {t.name: tuple(t.indices) for t in net.tensors}
@@ -224,14 +225,6 @@ def training_schedule(forward_tree, *, grad_output="dy", wrt=None):
             return needs(s.left) or needs(s.right)
         return name in wanted
 
-    counter = [0]
-
-    def grad_name(name):
-        if name in produced:
-            counter[0] += 1
-            return f"d%{counter[0]}"
-        return "d" + name
-
     outputs = {"y": forward_tree.result}
 
     def backward(name, grad):
@@ -243,7 +236,7 @@ def training_schedule(forward_tree, *, grad_output="dy", wrt=None):
         children = []
         for child, sibling in ((s.left, s.right), (s.right, s.left)):
             if needs(child):
-                g = grad_name(child)
+                g = "d" + child
                 ix = indices[child]
                 steps.append(TrainingStep("backward", grad, sibling, g, indices[grad],
                                           indices[sibling], ix,

@@ -5,6 +5,7 @@ import pytest
 
 from fetta.search import csse, training
 from fetta.search.layers import FORMATS, layer_from_spec, load_layers
+from fetta.search.tensornet import Tensor, TensorNetwork
 
 LAYERS = load_layers()
 
@@ -159,6 +160,10 @@ def test_errors():
         training.training_schedule(tree, wrt=["G9"])
     with pytest.raises(ValueError, match=r"Gradient name 'x' collides"):
         training.training_schedule(tree, grad_output="x")
+    clash = TensorNetwork([Tensor("x", ("a", "b")), Tensor("dx", ("b", "c"))],
+                          {"a": 2, "b": 2, "c": 2}, ("a", "c"))
+    with pytest.raises(ValueError, match=r"Gradient name 'dx' collides"):
+        training.training_schedule(csse.optimal_tree(clash))
     schedule = training.training_schedule(tree)
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match=rf"Bytes per element must be a positive integer, "
