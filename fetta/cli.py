@@ -1,6 +1,7 @@
 """The ``fetta`` command line."""
 
 import argparse
+import importlib
 import sys
 
 from . import __version__
@@ -16,12 +17,16 @@ def _build_parser():
     parser.add_argument("--version", action="version", version=f"fetta {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in _COMMANDS:
-        module.register(sub)
+    for name in _COMMANDS:
+        importlib.import_module(name).register(sub)
     return parser
 
 
-_COMMANDS = []
+#: Modules that each add their subcommands with a ``register(subparsers)`` function.
+_COMMANDS = [
+    "fetta.search.layers",
+    "fetta.search.csse",
+]
 
 
 def main(argv=None):
