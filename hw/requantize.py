@@ -1,0 +1,272 @@
+"""The requantizer: accumulators to narrow results by shift, rounding and saturation."""
+
+import numpy as np
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from fetta.sim.golden import MAX_ACC_WIDTH, PRNG, requantize
+
+__all__ = ["Rounding", "Requantizer", "requantizer_model", "RequantizerModel"]
+
+
+class Rounding(enum.Enum, shape=1):
+    """Rounding mode of one beat."""
+    #: To nearest, ties to even.
+    NEAREST_EVEN = 0
+    #: Up with probability equal to the discarded fraction, from the lane's PRNG bits.
+    STOCHASTIC = 1
+
+    @property
+    def golden_name(self):
+        """The mode's name in :func:`fetta.sim.golden.requantize`."""
+        return {Rounding.NEAREST_EVEN: "nearest_even", Rounding.STOCHASTIC: "stochastic"}[self]
+
+
+# Pipeline stages: shift and rounding decision, then increment and saturation.
+_LATENCY = 2
+
+
+def _shift_bits(acc_width):
+    return acc_width.bit_length()   # enough for 0..acc_width
+
+
+class Requantizer(wiring.Component):
+    """Shift ``lanes`` signed accumulators right, round them and saturate them to ``width`` bits.
+
+    Each beat carries ``lanes`` accumulators, a ``shift`` and a :class:`Rounding` mode, and yields
+    ``lanes`` results equal to :func:`fetta.sim.golden.requantize` of them (see
+    :func:`requantizer_model`). A ``shift`` above ``acc_width`` acts as ``acc_width``.
+
+    Stochastic rounding takes its bits from one 32-bit xorshift generator per lane, the
+    :class:`fetta.sim.golden.PRNG`: every accepted beat steps all lanes once (whatever its mode)
+    and uses the new states. The generators start from the constructor's ``seed`` after reset;
+    ``seed_load`` reloads them from the ``seed`` port (taking precedence over a beat in the same
+    cycle, which still uses the bits of the old state).
+
+    Latency: a beat's results appear on ``o`` :attr:`latency` cycles after it is accepted;
+    throughput one beat per cycle. There is no back-pressure: ``o`` must be accepted when valid.
+    Overflow: a result beyond the ``width``-bit range saturates at its most positive or negative
+    value and sets the sticky ``overflow`` flag in the cycle the beat appears on ``o``; ``clear``
+    clears it (a saturation in the same cycle wins).
+
+    Parameters
+    ----------
+    lanes : int
+        Number of lanes (at least 1).
+    acc_width : int
+        Accumulator width in bits (from ``width`` to 62).
+    width : int
+        Result width in bits (2 to 32).
+    seed : int
+        Generator seed after reset, 0 to 2**32 - 1.
+
+    Members
+    -------
+    i : ``In(stream.Signature(data.StructLayout({"acc", "shift", "rounding"}), always_ready=True))``
+        Beats: ``acc`` an array of ``lanes`` signed ``acc_width``-bit accumulators, ``shift``
+        unsigned (``acc_width.bit_length()`` bits), ``rounding`` a :class:`Rounding`.
+    o : ``Out(stream.Signature(data.ArrayLayout(signed(width), lanes), always_ready=True))``
+        Results.
+    overflow : ``Out(1)``
+        Sticky saturation flag.
+    clear : ``In(1)``
+        Clears ``overflow``.
+    seed : ``In(32)``
+        Seed loaded by ``seed_load``.
+    seed_load : ``In(1)``
+        Restarts the generators from ``seed``.
+    """
+
+    def __init__(self, *, lanes, acc_width, width, seed=1):
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+            raise ValueError(f"Lane count must be a positive integer, not {lanes!r}")
+        if not isinstance(width, int) or isinstance(width, bool) or not 2 <= width <= 32:
+            raise ValueError(f"Result width must be an integer from 2 to 32, not {width!r}")
+        if (not isinstance(acc_width, int) or isinstance(acc_width, bool)
+                or not width <= acc_width <= MAX_ACC_WIDTH):
+            raise ValueError(f"Accumulator width must be an integer from width = {width} to "
+                             f"{MAX_ACC_WIDTH}, not {acc_width!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 32:
+            raise ValueError(f"Seed must be an integer from 0 to 2**32 - 1, not {seed!r}")
+        self._lanes = lanes
+        self._acc_width = acc_width
+        self._width = width
+        self._seed = seed
+        layout = data.StructLayout({
+            "acc": data.ArrayLayout(signed(acc_width), lanes),
+            "shift": unsigned(_shift_bits(acc_width)),
+            "rounding": Rounding,
+        })
+        super().__init__({
+            "i": In(stream.Signature(layout, always_ready=True)),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(width), lanes), always_ready=True)),
+            "overflow": Out(1),
+            "clear": In(1),
+            "seed": In(32),
+            "seed_load": In(1),
+        })
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def acc_width(self):
+        return self._acc_width
+
+    @property
+    def width(self):
+        return self._width
+
+    @property
+    def seed_value(self):
+        """The generators' seed after reset."""
+        return self._seed
+
+    @property
+    def latency(self):
+        """Cycles from an accepted beat to its results on ``o``."""
+        return _LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        A, W = self._acc_width, self._width
+        lo, hi = -(1 << (W - 1)), (1 << (W - 1)) - 1
+        payload = self.i.payload
+
+        shift = Signal(range(A + 1))
+        if (1 << _shift_bits(A)) - 1 > A:
+            m.d.comb += shift.eq(Mux(payload.shift > A, A, payload.shift))
+        else:
+            m.d.comb += shift.eq(payload.shift)
+        stochastic = payload.rounding == Rounding.STOCHASTIC
+
+        s1_valid = Signal()
+        s1_q = [Signal(signed(A), name=f"s1_q_{k}", reset_less=True) for k in range(self._lanes)]
+        s1_up = [Signal(name=f"s1_up_{k}", reset_less=True) for k in range(self._lanes)]
+        m.d.sync += s1_valid.eq(self.i.valid)
+
+        for k in range(self._lanes):
+            state = Signal(32, name=f"prng_{k}", init=PRNG.lane_state(self._seed, k))
+            bits = Signal(32, name=f"rand_{k}")
+            # xorshift32, as PRNG.step.
+            t1 = Signal(32, name=f"prng_t1_{k}")
+            t2 = Signal(32, name=f"prng_t2_{k}")
+            m.d.comb += [
+                t1.eq(state ^ (state << 13)[:32]),
+                t2.eq(t1 ^ (t1 >> 17)),
+                bits.eq(t2 ^ (t2 << 5)[:32]),
+            ]
+            const = PRNG.lane_constant(k)
+            mixed = Signal(32, name=f"prng_seed_{k}")
+            m.d.comb += mixed.eq(self.seed ^ const)
+            with m.If(self.seed_load):
+                m.d.sync += state.eq(Mux(mixed == 0, const, mixed))
+            with m.Elif(self.i.valid):
+                m.d.sync += state.eq(bits)
+
+            # One shifter gives both the floor quotient (top half) and the discarded fraction,
+            # left-aligned in the bottom half.
+            wide = Signal(signed(2 * A), name=f"shifted_{k}")
+            m.d.comb += wide.eq(Cat(Const(0, A), payload.acc[k]).as_signed() >> shift)
+            q = wide[A:].as_signed()
+            frac = wide[:A]
+            nearest_up = frac[A - 1] & (frac[:A - 1].any() | q[0])
+            # Random bits aligned with the fraction's top: carry out of frac + bits <=> r + R >= 2**s.
+            rand = Cat(Const(0, A - 32), bits) if A > 32 else bits[32 - A:]
+            carry = Signal(A + 1, name=f"stochastic_sum_{k}")
+            m.d.comb += carry.eq(frac + rand)
+            m.d.sync += [
+                s1_q[k].eq(q),
+                s1_up[k].eq(Mux(stochastic, carry[A], nearest_up)),
+            ]
+
+        saturated = Signal(self._lanes)
+        m.d.sync += self.o.valid.eq(s1_valid)
+        for k in range(self._lanes):
+            value = Signal(signed(A + 1), name=f"rounded_{k}")
+            m.d.comb += value.eq(s1_q[k] + s1_up[k])
+            m.d.comb += saturated[k].eq((value > hi) | (value < lo))
+            m.d.sync += self.o.payload[k].eq(Mux(value > hi, hi, Mux(value < lo, lo, value)))
+
+        with m.If(self.clear):
+            m.d.sync += self.overflow.eq(0)
+        with m.If(s1_valid & saturated.any()):
+            m.d.sync += self.overflow.eq(1)
+        return m
+
+
+def requantizer_model(acc, shift, rounding, *, width, acc_width, prng):
+    """Bit-exact model of :class:`Requantizer` for a sequence of accepted beats.
+
+    Parameters
+    ----------
+    acc : array of int, shape ``(beats, lanes)``
+    shift : array of int, shape ``(beats,)``
+        Values above ``acc_width`` act as ``acc_width``, as in the hardware.
+    rounding : sequence of :class:`Rounding` (or its values), length ``beats``
+    width, acc_width : int
+        As the component's.
+    prng : :class:`fetta.sim.golden.PRNG`
+        The generators' state before the first beat; stepped once per beat.
+
+    Returns
+    -------
+    (values, overflow) : (int64 ndarray of shape ``(beats, lanes)``, bool ndarray of ``(beats,)``)
+        Each beat's results and whether any of its lanes saturated.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    beats = acc.shape[0]
+    shift = np.minimum(np.asarray(shift, dtype=np.int64), acc_width).reshape(beats, 1)
+    mode = np.array([Rounding(r).value for r in rounding]).reshape(beats, 1)
+    bits = prng.draw(beats)
+    nearest, n_ovf = requantize(acc, shift, width, "nearest_even", acc_width=acc_width)
+    stoch, s_ovf = requantize(acc, shift, width, "stochastic", bits, acc_width=acc_width)
+    is_stochastic = mode == Rounding.STOCHASTIC.value
+    values = np.where(is_stochastic, stoch, nearest)
+    overflow = np.where(is_stochastic, s_ovf, n_ovf)
+    return values, overflow.any(axis=1)
+
+
+class RequantizerModel:
+    """Cycle-exact model of :class:`Requantizer`: the same outputs, cycle for cycle.
+
+    Call :meth:`cycle` once per clock cycle with that cycle's inputs; it returns the outputs seen
+    after the cycle's clock edge, as the component's would be.
+
+    Parameters
+    ----------
+    lanes, acc_width, width, seed : int
+        As the component's.
+    """
+
+    def __init__(self, *, lanes, acc_width, width, seed=1):
+        self._params = dict(lanes=lanes, acc_width=acc_width, width=width)
+        self.latency = _LATENCY
+        self._prng = PRNG(seed, lanes)
+        self._pipe = [None] * (self.latency - 1)
+        self.overflow = False
+
+    def cycle(self, *, valid=False, acc=None, shift=0, rounding=Rounding.NEAREST_EVEN,
+              clear=False, seed_load=False, seed=0):
+        """Advance one cycle; return ``(o_valid, o_payload, overflow)`` after its clock edge.
+
+        ``o_payload`` is an int64 array of ``lanes`` results, or None when ``o_valid`` is false.
+        """
+        beat = None
+        if valid:
+            values, saturated = requantizer_model(
+                np.asarray(acc, dtype=np.int64).reshape(1, -1), [shift], [rounding],
+                width=self._params["width"], acc_width=self._params["acc_width"], prng=self._prng)
+            beat = (values[0], bool(saturated[0]))
+        if seed_load:
+            self._prng.reseed(seed)
+        # A beat presented in cycle t shows after the edge of cycle t + latency - 1.
+        self._pipe.append(beat)
+        shown = self._pipe.pop(0)
+        if clear:
+            self.overflow = False
+        if shown is not None and shown[1]:
+            self.overflow = True
+        return (shown is not None, None if shown is None else shown[0].copy(), self.overflow)
