@@ -171,3 +171,11 @@ def test_errors():
             schedule.peak_live_bytes(bad)
     with pytest.raises(ValueError, match=r"input_grad must be a bool, not 1"):
         training.plan_training_step(layer, input_grad=1)
+
+
+@pytest.mark.parametrize("tokens", [1, None])
+def test_each_gradient_network_costs_one_forward(tokens):
+    # The unrooted-tree argument of docs/csse.md: swapping a leaf and the output keeps every cost.
+    for layer in LAYERS:
+        forward = csse.optimal_tree(layer.forward_network(tokens)).macs
+        assert training.independent_macs(layer, tokens) == len(layer.networks()) * forward
