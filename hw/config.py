@@ -43,11 +43,12 @@ class AcceleratorConfig:
     Parameters
     ----------
     lanes : int
-        L, the number of CE lanes and of scratchpad banks; a power of two from 2 to 256.
+        L, the number of CE lanes and of scratchpad banks; a power of two from 4 to 256.
     width : int
         W, the operand and scratchpad word width in bits: 8 or 16.
     acc_width : int or None
-        Accumulator width of each CE; at least ``2 * width``. Default: 32 for W = 8, 48 for W = 16.
+        Accumulator width of each CE; from ``2 * width`` to ``62 - log2 L``.
+        Default: 32 for W = 8, 48 for W = 16.
     regions : int
         Scratchpad regions (each one simple dual-port RAM of L banks); 3 to 8. A step reads two
         regions and writes a third.
@@ -74,12 +75,13 @@ class AcceleratorConfig:
     red_routes: int = 64
 
     def __post_init__(self):
-        _check_pow2("lanes", self.lanes, 2, 256)
+        _check_pow2("lanes", self.lanes, 4, 256)
         if self.width not in (8, 16) or isinstance(self.width, bool):
             raise ValueError(f"width must be 8 or 16, not {self.width!r}")
         if self.acc_width is None:
             object.__setattr__(self, "acc_width", 32 if self.width == 8 else 48)
-        _check_int("acc_width", self.acc_width, 2 * self.width, 56)
+        # A reduced sum (acc_width + log2 L bits) must fit the 62-bit requantizer.
+        _check_int("acc_width", self.acc_width, 2 * self.width, 62 - self.lane_bits)
         _check_int("regions", self.regions, 3, ISA_LIMITS["regions"])
         _check_pow2("depth", self.depth, 2, ISA_LIMITS["depth"])
         _check_int("loop_levels", self.loop_levels, 1, ISA_LIMITS["loop_levels"])

@@ -160,10 +160,12 @@ def test_config_serialization(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"lanes": 12}, "lanes must be a power of two from 2 to 256, not 12"),
-    ({"lanes": 512}, "lanes must be a power of two from 2 to 256, not 512"),
+    ({"lanes": 12}, "lanes must be a power of two from 4 to 256, not 12"),
+    ({"lanes": 2}, "lanes must be a power of two from 4 to 256, not 2"),
+    ({"lanes": 512}, "lanes must be a power of two from 4 to 256, not 512"),
     ({"width": 12}, "width must be 8 or 16, not 12"),
-    ({"acc_width": 15}, "acc_width must be an integer from 16 to 56, not 15"),
+    ({"acc_width": 15}, "acc_width must be an integer from 16 to 58, not 15"),
+    ({"acc_width": 59}, "acc_width must be an integer from 16 to 58, not 59"),
     ({"regions": 2}, "regions must be an integer from 3 to 8, not 2"),
     ({"depth": 100}, "depth must be a power of two from 2 to 8192, not 100"),
     ({"loop_levels": 0}, "loop_levels must be an integer from 1 to 8, not 0"),

@@ -1,0 +1,256 @@
+"""Hand-written microcode programs for the accelerator, with their expected results from numpy.
+
+Each builder returns a :class:`Case`: the program, the route tables, the initial scratchpad rows,
+and what must come out (rows computed here with numpy from the mathematics of the contraction and
+the documented requantization, never by the model), plus the cycle count from the documented
+timing and the program's own loop structure. The model tests, the Amaranth-simulator tests and the
+cocotb bench all run these cases.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from fetta.hw import isa
+from fetta.hw.accelerator import Datapath, Timing
+from fetta.hw.distribution import pack_config as pack_dist
+from fetta.hw.isa import Cause
+from fetta.search.benes_router import replicate_pattern, route_multicast, route_permutation
+from fetta.search.reduction_router import route_reduction
+from fetta.sim.golden import PRNG, requantize
+
+__all__ = ["Case", "CASES", "build"]
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    program: list
+    dist_routes: dict
+    red_routes: dict
+    init: list              # (region, row, int array (rows, L))
+    expect: list            # (region, row, int array (rows, L))
+    cycles: int
+    macs: int
+    cause: Cause = Cause.NONE
+    err_pc: int = 0
+    seed: int = 0
+
+    def to_json(self):
+        """A JSON-able form (for the cocotb bench)."""
+        return {
+            "name": self.name, "program": [int(w) for w in self.program],
+            "dist_routes": {str(k): int(v) for k, v in self.dist_routes.items()},
+            "red_routes": {str(k): int(v) for k, v in self.red_routes.items()},
+            "init": [(r, a, np.asarray(x).tolist()) for r, a, x in self.init],
+            "expect": [(r, a, np.asarray(x).tolist()) for r, a, x in self.expect],
+            "cycles": self.cycles, "macs": self.macs, "cause": self.cause.value,
+            "err_pc": self.err_pc, "seed": self.seed,
+        }
+
+
+def _identity_red(config, dp, keep=None, write=None):
+    L = config.lanes
+    route = route_reduction({p: {p} for p in range(L)}, L)
+    return dp.pack_red_entry(route.config, keep=range(L) if keep is None else keep,
+                             write=range(L) if write is None else write)
+
+
+def _rand(rng, config, shape):
+    return rng.integers(config.word_min, config.word_max + 1, shape)
+
+
+def matmul_grouped(config, rng):
+    """C[m, n] = sum_k A[m, k] B[k, n]: k split over g lanes (spatial, summed by the reduction
+    network) and over rows (temporal), n0 over L/g lanes; A multicast by replication."""
+    L, dp, t = config.lanes, Datapath(config), Timing.from_config(config)
+    g = 4 if L >= 8 else 2
+    ng = L // g
+    M, KB, NB = 3, 5, 2
+    K, N = KB * g, NB * ng
+    A = _rand(rng, config, (M, K))
+    B = _rand(rng, config, (K, N))
+    a_rows = np.zeros((M * KB, L), dtype=np.int64)
+    for m in range(M):
+        for kb in range(KB):
+            a_rows[m * KB + kb, :g] = A[m, kb * g:(kb + 1) * g]
+    b_rows = np.zeros((KB * NB, L), dtype=np.int64)
+    for kb in range(KB):
+        for nb in range(NB):
+            for n0 in range(ng):
+                for k0 in range(g):
+                    b_rows[kb * NB + nb, n0 * g + k0] = B[kb * g + k0, nb * ng + n0]
+    shift = 5
+    sums = A @ B
+    q, _ = requantize(sums, shift, config.width, "nearest_even", acc_width=config.sum_width)
+    c_rows = np.zeros((M * NB, L), dtype=np.int64)
+    for m in range(M):
+        for nb in range(NB):
+            c_rows[m * NB + nb, :ng] = q[m, nb * ng:(nb + 1) * ng]
+    red = route_reduction({n0: {n0 * g + k0 for k0 in range(g)} for n0 in range(ng)}, L)
+    program = isa.assemble(f"""
+        base region_a=0 region_b=1 region_c=2 base_a=0 base_b=0 base_c=0
+        loop level=0 count={KB} stride_a=1 stride_b={NB} stride_c=0
+        loop level=1 count={NB} stride_a=0 stride_b=1 stride_c=1
+        loop level=2 count={M} stride_a={KB} stride_b=0 stride_c={NB}
+        step levels=3 red=1 route_a=1 route_b=0 route_c=1 shift={shift} rounding=even
+        halt
+    """, config)
+    beats = M * NB * KB
+    return Case(
+        name="matmul_grouped", program=program,
+        dist_routes={0: pack_dist(route_permutation(list(range(L))), L),
+                     1: pack_dist(route_multicast(replicate_pattern(L, g)), L)},
+        red_routes={1: dp.pack_red_entry(red.config, keep=range(ng), write=range(L))},
+        init=[(0, 0, a_rows), (1, 0, b_rows)], expect=[(2, 0, c_rows)],
+        cycles=5 * t.instr + t.step_cycles(beats), macs=beats * L)
+
+
+def batched_transposed(config, rng):
+    """C[b1, b2, m, n] = sum_k A[b1, b2, m, k] B[b1, b2, k, n], written with n outermost and the
+    batch indices swapped (rows n, b2, b1); one step per n broadcasts word n of B's rows onto
+    every lane. Stochastic rounding."""
+    L, dp, t = config.lanes, Datapath(config), Timing.from_config(config)
+    B1, B2, K = 2, 3, 4
+    M, N = L - 1, min(3, L)
+    A = _rand(rng, config, (B1, B2, M, K))
+    B = _rand(rng, config, (B1, B2, K, N))
+    a_rows = np.zeros((B1 * B2 * K, L), dtype=np.int64)
+    b_rows = np.zeros((B1 * B2 * K, L), dtype=np.int64)
+    for b1 in range(B1):
+        for b2 in range(B2):
+            for k in range(K):
+                row = (b1 * B2 + b2) * K + k
+                a_rows[row, :M] = A[b1, b2, :, k]
+                b_rows[row, :N] = B[b1, b2, k, :]
+    sums = np.einsum("xymk,xykn->xymn", A, B)
+    shift, seed = 3, 0x1234567
+    prng = PRNG(seed, L)
+    c_rows = np.zeros((N * B2 * B1, L), dtype=np.int64)
+    # Rows are written in program order: n, then b1 (outer loop), then b2; the generators step
+    # once per row.
+    for n in range(N):
+        for b1 in range(B1):
+            for b2 in range(B2):
+                acc = np.zeros(L, dtype=np.int64)
+                acc[:M] = sums[b1, b2, :, n]
+                q, _ = requantize(acc[None, :], shift, config.width, "stochastic", prng,
+                                  acc_width=config.sum_width)
+                c_rows[(n * B2 + b2) * B1 + b1, :M] = q[0, :M]
+    lines = [
+        "base region_a=1 region_b=3 region_c=0 base_a=0 base_b=0 base_c=0",
+        f"loop level=0 count={K} stride_a=1 stride_b=1 stride_c=0",
+        f"loop level=1 count={B2} stride_a={K} stride_b={K} stride_c={B1}",
+        f"loop level=2 count={B1} stride_a={B2 * K} stride_b={B2 * K} stride_c=1",
+    ]
+    for n in range(N):
+        lines.append(f"base region_a=1 region_b=3 region_c=0 base_a=0 base_b=0 base_c={n * B2 * B1}")
+        lines.append(f"step levels=3 red=1 route_a=0 route_b={2 + n} route_c=0 shift={shift} "
+                     f"rounding=stochastic")
+    lines.append("halt")
+    beats = B1 * B2 * K
+    return Case(
+        name="batched_transposed", program=isa.assemble("\n".join(lines), config),
+        dist_routes={0: pack_dist(route_permutation(list(range(L))), L),
+                     **{2 + n: pack_dist(route_multicast([n] * L), L) for n in range(N)}},
+        red_routes={0: _identity_red(config, dp, keep=range(M))},
+        init=[(1, 0, a_rows), (3, 0, b_rows)], expect=[(0, 0, c_rows)],
+        cycles=(5 + N) * t.instr + N * t.step_cycles(beats), macs=N * beats * L, seed=seed)
+
+
+def copy_relayout(config, rng):
+    """Two copy passes (B = 1) through the networks: rows in reverse order (negative stride), lanes
+    permuted; the first writes the low half of each row, the second the high half with some lanes
+    zeroed; a third pass leaves lane 0 untouched."""
+    L, dp, t = config.lanes, Datapath(config), Timing.from_config(config)
+    R = 6
+    A = _rand(rng, config, (R, L))
+    perm = rng.permutation(L)
+    old = _rand(rng, config, (R, L))
+    low, high = range(L // 2), range(L // 2, L)
+    keep_high = [l for l in high if l % 3 != 1]
+    out = old.copy()
+    for r in range(R):
+        src = A[R - 1 - r, perm]
+        out[r, :L // 2] = src[:L // 2]
+        out[r, L // 2:] = [src[l] if l in keep_high else 0 for l in high]
+    program = isa.assemble(f"""
+        base region_a=2 region_b=0 region_c=1 base_a={R - 1} base_b=0 base_c=0
+        loop level=0 count={R} stride_a=-1 stride_b=0 stride_c=1
+        step levels=1 red=0 route_a=3 route_b=0 route_c=1 shift=0 b_one=1
+        step levels=1 red=0 route_a=3 route_b=0 route_c=2 shift=0 b_one=1
+        nop
+        halt
+    """, config)
+    return Case(
+        name="copy_relayout", program=program,
+        dist_routes={3: pack_dist(route_permutation(perm.tolist()), L)},
+        red_routes={1: _identity_red(config, dp, keep=low, write=low),
+                    2: _identity_red(config, dp, keep=keep_high, write=high)},
+        init=[(2, 0, A), (1, 0, old)], expect=[(1, 0, out)],
+        cycles=4 * t.instr + 2 * t.step_cycles(R), macs=0)
+
+
+def illegal_opcode(config, rng):
+    """A LOOP, then an undefined opcode: ILLEGAL at its address; nothing else runs."""
+    t = Timing.from_config(config)
+    program = isa.assemble("loop level=0 count=2\nnop", config) + [0xF | 0x123 << 4]
+    program += isa.assemble("halt", config)
+    return Case(name="illegal_opcode", program=program, dist_routes={}, red_routes={}, init=[],
+                expect=[], cycles=3 * t.instr, macs=0, cause=Cause.ILLEGAL, err_pc=2)
+
+
+def address_range(config, rng):
+    """A step whose last C row lies one past the region: ADDRESS, and nothing is written."""
+    L, dp, t = config.lanes, Datapath(config), Timing.from_config(config)
+    rows = _rand(rng, config, (4, L))
+    program = isa.assemble(f"""
+        base region_a=0 region_b=1 region_c=2 base_a=0 base_b=0 base_c={config.depth - 3}
+        loop level=0 count=4 stride_a=1 stride_b=1 stride_c=1
+        step levels=1 red=0 route_a=0 route_b=0 route_c=0
+        halt
+    """, config)
+    return Case(
+        name="address_range", program=program,
+        dist_routes={0: pack_dist(route_permutation(list(range(L))), L)},
+        red_routes={0: _identity_red(config, dp)},
+        init=[(2, config.depth - 4, rows)], expect=[(2, config.depth - 4, rows)],
+        cycles=2 * t.instr + t.instr, macs=0, cause=Cause.ADDRESS, err_pc=2)
+
+
+def saturation(config, rng):
+    """A sweep of -2**(W-1) * -2**(W-1) products one longer than the accumulator holds: the step
+    completes, its row holds saturated values, and the machine stops with SATURATION."""
+    L, dp, t = config.lanes, Datapath(config), Timing.from_config(config)
+    big = 1 << (2 * config.width - 2)
+    beats = config.acc_max // big + 1
+    row = np.full((1, L), config.word_min, dtype=np.int64)
+    shift = config.acc_width - config.width
+    acc = np.full((1, L), config.acc_max, dtype=np.int64)
+    q, _ = requantize(acc, shift, config.width, "nearest_even", acc_width=config.sum_width)
+    # The count field holds at most 32767: spread the sweep over two levels.
+    inner = min(beats, 1 << 14)
+    outer = -(-beats // inner)
+    program = isa.assemble(f"""
+        base region_a=0 region_b=1 region_c=2 base_a=5 base_b=7 base_c=1
+        loop level=0 count={inner} stride_a=0 stride_b=0 stride_c=0
+        loop level=1 count={outer} stride_a=0 stride_b=0 stride_c=0
+        step levels=2 red=2 route_a=0 route_b=0 route_c=0 shift={shift}
+        halt
+    """, config)
+    return Case(
+        name="saturation", program=program,
+        dist_routes={0: pack_dist(route_permutation(list(range(L))), L)},
+        red_routes={0: _identity_red(config, dp)},
+        init=[(0, 5, row), (1, 7, row)], expect=[(2, 1, q)],
+        cycles=3 * t.instr + t.step_cycles(inner * outer), macs=inner * outer * L,
+        cause=Cause.SATURATION, err_pc=3)
+
+
+CASES = {f.__name__: f for f in (matmul_grouped, batched_transposed, copy_relayout,
+                                  illegal_opcode, address_range, saturation)}
+
+
+def build(name, config, seed):
+    """Build case ``name`` for ``config`` with random operands from ``seed``."""
+    return CASES[name](config, np.random.default_rng(seed))

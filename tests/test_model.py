@@ -1,0 +1,182 @@
+import time
+
+import numpy as np
+import pytest
+
+from fetta.hw import isa
+from fetta.hw.accelerator import Datapath, Timing
+from fetta.hw.config import AcceleratorConfig
+from fetta.hw.distribution import pack_config as pack_dist
+from fetta.hw.isa import Cause
+from fetta.search.benes_router import route_permutation
+from fetta.sim.golden import einsum_int
+from fetta.sim.model import Machine
+
+from accelerator_programs import CASES, build
+
+CONFIGS = {
+    "default": AcceleratorConfig(),
+    "small": AcceleratorConfig(lanes=4, acc_width=16, depth=64, prog_depth=64, dist_routes=16,
+                               red_routes=8),
+    "wide": AcceleratorConfig(lanes=8, width=16, acc_width=32, depth=128),
+}
+
+
+def load(machine, case):
+    machine.load_program(case.program)
+    for entry, bits in case.dist_routes.items():
+        machine.set_dist_route(entry, bits)
+    for entry, bits in case.red_routes.items():
+        machine.set_red_route(entry, bits)
+    for region, row, values in case.init:
+        machine.write_rows(region, row, values)
+    machine.seed = case.seed
+
+
+def check(machine, case, result):
+    assert result.done
+    assert result.cause == case.cause
+    assert result.error == (case.cause != Cause.NONE)
+    if result.error:
+        assert result.err_pc == case.err_pc
+    for region, row, values in case.expect:
+        got = machine.read_rows(region, row, len(values))
+        np.testing.assert_array_equal(got, values, err_msg=f"{case.name}: region {region}")
+    assert result.counters.cycles == case.cycles
+    assert result.counters.macs == case.macs
+
+
+@pytest.mark.parametrize("config_name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(CASES))
+def test_case_on_model(name, config_name, seed):
+    config = CONFIGS[config_name]
+    case = build(name, config, seed)
+    machine = Machine(config)
+    load(machine, case)
+    check(machine, case, machine.run())
+
+
+def test_error_then_clear_then_next_program(seed):
+    config = CONFIGS["small"]
+    machine = Machine(config)
+    for name in ("saturation", "illegal_opcode", "address_range"):
+        bad = build(name, config, seed)
+        load(machine, bad)
+        result = machine.run()
+        assert result.error and result.cause == bad.cause
+        # START is refused while ERROR is set: nothing runs, the error stays.
+        again = machine.run()
+        assert again.error and again.counters == result.counters
+        machine.clear()
+        good = build("matmul_grouped", config, seed + 1)
+        load(machine, good)
+        check(machine, good, machine.run())
+
+
+def test_counters_add_up(seed):
+    config = CONFIGS["default"]
+    t = Timing.from_config(config)
+    case = build("batched_transposed", config, seed)
+    machine = Machine(config)
+    load(machine, case)
+    k = machine.run().counters
+    steps = sum(1 for w in case.program if isa.decode(w)[0] == isa.Opcode.STEP)
+    assert k.busy * config.lanes == k.macs
+    assert k.stalls == steps * (1 + t.drain)
+    others = len(case.program) - steps
+    assert k.cycles == k.busy + k.stalls + steps * (t.step_setup - 1) + others * t.instr
+
+
+def test_program_counter_past_memory():
+    config = AcceleratorConfig(lanes=4, prog_depth=4)
+    machine = Machine(config)
+    machine.load_program(isa.assemble("nop\nnop\nnop\nnop"))
+    result = machine.run()
+    t = machine.timing
+    assert (result.cause, result.err_pc, result.counters.cycles) == (Cause.ADDRESS, 4, 4 * t.instr + 1)
+
+
+def test_illegal_fields_stop_the_machine():
+    config = CONFIGS["small"]
+    for word in (isa.encode(isa.Opcode.LOOP, level=0, count=0),
+                 isa.encode(isa.Opcode.BASE, region_a=1, region_b=1, region_c=2),
+                 isa.encode(isa.Opcode.STEP, levels=1, route_c=config.red_routes)):
+        machine = Machine(config)
+        machine.load_program([word])
+        assert machine.run().cause == Cause.ILLEGAL
+
+
+def test_rows_written_later_win():
+    """Two beats write the same C row (stride 0, no reduction): the later one stays."""
+    config = CONFIGS["small"]
+    L = config.lanes
+    dp = Datapath(config)
+    machine = Machine(config)
+    machine.write_rows(0, 0, np.arange(3 * L).reshape(3, L) - 5)
+    machine.load_program(isa.assemble("""
+        loop level=0 count=3 stride_a=1 stride_b=0 stride_c=0
+        step levels=1 red=0 b_one=1
+        halt
+    """, config))
+    machine.set_dist_route(0, pack_dist(route_permutation(list(range(L))), L))
+    from accelerator_programs import _identity_red
+    machine.set_red_route(0, _identity_red(config, dp))
+    assert not machine.run().error
+    np.testing.assert_array_equal(machine.read_rows(2, 0, 1)[0], np.arange(2 * L, 3 * L) - 5)
+
+
+def test_model_against_integer_golden_with_saturation(seed):
+    """A long temporal reduction through a narrow accumulator, against golden.einsum_int."""
+    config = AcceleratorConfig(lanes=4, acc_width=17, depth=512)
+    L = config.lanes
+    dp = Datapath(config)
+    rng = np.random.default_rng(seed)
+    K = 400
+    A = rng.integers(-128, 128, (K, L))
+    A[:200] = rng.integers(100, 128, (200, L))      # drive some lanes to saturate
+    B = rng.integers(-128, 128, (K, L))
+    B[:200] = 127
+    machine = Machine(config)
+    machine.write_rows(0, 0, A)
+    machine.write_rows(1, 0, B)
+    machine.set_dist_route(0, pack_dist(route_permutation(list(range(L))), L))
+    from accelerator_programs import _identity_red
+    machine.set_red_route(0, _identity_red(config, dp))
+    machine.load_program(isa.assemble(f"""
+        loop level=0 count={K} stride_a=1 stride_b=1
+        step levels=1 red=1 shift={config.sum_width - config.width}
+        halt
+    """, config))
+    result = machine.run()
+    acc, overflow = einsum_int("kl,kl->l", A, B, width=8, acc_width=17)
+    assert overflow and result.cause == Cause.SATURATION
+    from fetta.sim.golden import requantize
+    want, _ = requantize(acc[None, :], config.sum_width - config.width, 8, acc_width=config.sum_width)
+    np.testing.assert_array_equal(machine.read_rows(2, 0, 1), want)
+
+
+def test_model_is_fast_on_a_large_step():
+    """About 2**28 MACs (16M beats) in one step: vectorized, seconds not hours."""
+    config = AcceleratorConfig()
+    L = config.lanes
+    dp = Datapath(config)
+    rng = np.random.default_rng(0)
+    machine = Machine(config)
+    machine.write_rows(0, 0, rng.integers(-128, 128, (1024, L)))
+    machine.write_rows(1, 0, rng.integers(-128, 128, (1024, L)))
+    machine.set_dist_route(0, pack_dist(route_permutation(list(range(L))), L))
+    from accelerator_programs import _identity_red
+    machine.set_red_route(0, _identity_red(config, dp))
+    machine.load_program(isa.assemble("""
+        loop level=0 count=1024 stride_a=1 stride_b=1
+        loop level=1 count=16 stride_a=0 stride_b=0 stride_c=1
+        loop level=2 count=1024 stride_a=0 stride_b=0 stride_c=0
+        step levels=3 red=1 shift=8 rounding=stochastic
+        halt
+    """, config))
+    start = time.perf_counter()
+    result = machine.run()
+    elapsed = time.perf_counter() - start
+    assert result.counters.macs == 1 << 28 and not result.error
+    print(f"model: {result.counters.macs / elapsed / 1e6:.0f} M MAC/s")
+    assert elapsed < 60
