@@ -154,9 +154,13 @@ class ContractionTree:
         -------
         numpy.ndarray
             The output, its axes in the order of ``network.output``.
+
+        Raises
+        ------
+        ValueError
+            If an array is missing.
         """
-        values = {t.name: np.asarray(arrays[t.name], dtype=np.float64)
-                  for t in self._network.tensors}
+        values = _inputs(arrays, [t.name for t in self._network.tensors])
         if not self._steps:
             (t,) = self._network.tensors
             return _einsum([values[t.name]], [t.indices], tuple(self._network.output))
@@ -164,6 +168,13 @@ class ContractionTree:
             values[s.result] = _einsum([values[s.left], values[s.right]],
                                        [s.left_indices, s.right_indices], s.indices)
         return values[self.result]
+
+
+def _inputs(arrays, names):
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise ValueError(f"No array given for tensor(s) {missing!r}")
+    return {n: np.asarray(arrays[n], dtype=np.float64) for n in names}
 
 
 def _einsum(operands, operand_indices, out):

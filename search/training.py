@@ -27,7 +27,7 @@ from math import prod
 
 import numpy as np
 
-from .csse import ContractionTree, _einsum, search
+from .csse import ContractionTree, _einsum, _inputs, search
 
 __all__ = [
     "TrainingStep", "TrainingSchedule", "training_schedule", "plan_training_step",
@@ -158,8 +158,13 @@ class TrainingSchedule:
         -------
         dict of str to numpy.ndarray
             Every entry of :attr:`outputs`.
+
+        Raises
+        ------
+        ValueError
+            If an array is missing.
         """
-        values = {n: np.asarray(arrays[n], dtype=np.float64) for n in self.inputs}
+        values = _inputs(arrays, self.inputs)
         for s in self.steps:
             values[s.result] = _einsum([values[s.left], values[s.right]],
                                        [s.left_indices, s.right_indices], s.indices)

@@ -251,6 +251,12 @@ def test_search_rejects_bad_k(k):
         csse.search(net, k)
 
 
+def test_evaluate_names_missing_arrays():
+    tree = csse.optimal_tree(SPECS_AND_LAYERS[0][1].forward_network())
+    with pytest.raises(ValueError, match=r"No array given for tensor\(s\) \['G2', 'G3'\]"):
+        tree.evaluate({"x": 0, "G1": 0})
+
+
 def test_tree_rejects_bad_nesting():
     net = SPECS_AND_LAYERS[0][1].forward_network()
     with pytest.raises(ValueError, match=r"must use every tensor of the network once"):

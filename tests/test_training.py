@@ -165,6 +165,8 @@ def test_errors():
     with pytest.raises(ValueError, match=r"Gradient name 'dx' collides"):
         training.training_schedule(csse.optimal_tree(clash))
     schedule = training.training_schedule(tree)
+    with pytest.raises(ValueError, match=r"No array given for tensor\(s\) \['dy'\]"):
+        schedule.evaluate({"x": 0, "G1": 0, "G2": 0, "G3": 0})
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match=rf"Bytes per element must be a positive integer, "
                                              rf"not {bad!r}"):
