@@ -1,0 +1,184 @@
+"""cocotb bench: the host link (boards/host_link.py) against the Verilog of a board's LinkTop.
+
+The link's blocking calls run in a thread (``cocotb.task.bridge``); its serial port is
+:class:`SimSerial`, whose bytes a cocotb UART driver puts on the ``rx`` pin and a UART monitor
+takes off the ``tx`` pin, bit by bit at the board's divisor.
+"""
+
+import collections
+import json
+import os
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.task import bridge, resume
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
+
+from fetta.boards.host_link import LinkError, UARTLink
+from fetta.hw.host_port import AXI4LiteResponse, HostPortExample, HostPortExampleModel
+from fetta.hw.uart import uart_frame
+from fetta.hw.uart_bridge import BridgeCommand, BridgeStatus
+
+
+class SimSerial:
+    """A pyserial-like port whose far end is the simulated board.
+
+    ``read(n)`` waits (in simulated time) until ``n`` bytes have arrived or ``timeout`` cycles
+    pass without a new byte, like pyserial's inter-byte behaviour with a timeout.
+    """
+
+    def __init__(self, dut, *, divisor, timeout):
+        self.dut = dut
+        self.divisor = divisor
+        self.timeout = timeout
+        self.to_board = collections.deque()
+        self.from_board = collections.deque()
+        self.sent = 0
+        self.busy = False
+
+    def write(self, data):
+        self.to_board.extend(bytes(data))
+        return len(data)
+
+    def read(self, n):
+        return resume(self._read)(n)
+
+    def flush(self):
+        resume(self._flush)()
+
+    async def _flush(self):
+        while self.to_board or self.busy:
+            await ClockCycles(self.dut.clk, self.divisor)
+
+    async def _read(self, n):
+        waited = 0
+        while len(self.from_board) < n and waited < self.timeout:
+            before = len(self.from_board)
+            await ClockCycles(self.dut.clk, self.divisor)
+            waited = 0 if len(self.from_board) != before else waited + self.divisor
+        return bytes(self.from_board.popleft() for _ in range(min(n, len(self.from_board))))
+
+    async def drive(self):
+        """Put queued bytes on the board's ``rx`` pin, back to back, one frame each."""
+        self.dut.rx.value = 1
+        while True:
+            if not self.to_board:
+                await ClockCycles(self.dut.clk, self.divisor)
+                continue
+            self.busy = True
+            for level in uart_frame(self.to_board.popleft()):
+                self.dut.rx.value = level
+                await ClockCycles(self.dut.clk, self.divisor)
+            self.busy = False
+            self.sent += 1
+
+    async def monitor(self):
+        """Decode frames on the board's ``tx`` pin, sampling each bit in its middle."""
+        while True:
+            await FallingEdge(self.dut.tx)
+            await ClockCycles(self.dut.clk, self.divisor // 2)
+            assert int(self.dut.tx.value) == 0, "glitch on tx"
+            byte = 0
+            for i in range(8):
+                await ClockCycles(self.dut.clk, self.divisor)
+                byte |= int(self.dut.tx.value) << i
+            await ClockCycles(self.dut.clk, self.divisor)
+            assert int(self.dut.tx.value) == 1, "tx stop bit low"
+            self.from_board.append(byte)
+
+
+async def _start(dut, p):
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    dut.rx.value = 1
+    await ClockCycles(dut.clk, 3)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    port = SimSerial(dut, divisor=p["divisor"], timeout=4 * p["timeout"])
+    cocotb.start_soon(port.drive())
+    cocotb.start_soon(port.monitor())
+    return port
+
+
+def _expect_error(call, flag):
+    try:
+        call()
+    except LinkError as e:
+        assert e.status is not None and e.status & flag, (e, flag)
+        return e
+    raise AssertionError(f"expected a LinkError with {flag!r}")
+
+
+@cocotb.test()
+async def host_link_end_to_end(dut):
+    p = json.loads(os.environ["FETTA_PARAMS"])
+    rng = np.random.default_rng(p["seed"])
+    port = await _start(dut, p)
+    depth = p["depth"]
+    mem = HostPortExample.MEM
+    model = HostPortExampleModel(depth=depth)
+    start = get_sim_time("ns")
+
+    def host():
+        link = UARTLink(port)
+        info = link.ident()
+        assert info == {"version": 1, "addr_width": HostPortExample.ADDR_WIDTH}, info
+
+        # Single registers.
+        assert link.read32(HostPortExample.ID_REG) == HostPortExample.ID
+        link.write32(HostPortExample.SCRATCH, 0x12345678)
+        assert link.read32(HostPortExample.SCRATCH) == 0x12345678
+        model.write(HostPortExample.SCRATCH, 0x12345678)
+
+        # The whole memory window as one burst each way.
+        words = rng.integers(0, 1 << 32, depth, dtype=np.uint64)
+        link.write_block(mem, words)
+        for k, w in enumerate(words):
+            model.write(mem + 4 * k, int(w))
+        got = link.read_block(mem, depth)
+        assert np.array_equal(got, words.astype(np.uint32)), (got, words)
+
+        # Errors are reported, and the link carries on after each.
+        _expect_error(lambda: link.write32(HostPortExample.ID_REG, 1), BridgeStatus.SLVERR)
+        model.write(HostPortExample.ID_REG, 1)
+        e = _expect_error(lambda: link.read_block(mem + 4 * depth - 8, 4), BridgeStatus.SLVERR)
+        assert np.array_equal(e.data[:2], words[-2:].astype(np.uint32))
+        for k in range(4):
+            model.read(mem + 4 * depth - 8 + 4 * k)
+        _expect_error(lambda: link.read32(1 << HostPortExample.ADDR_WIDTH), BridgeStatus.RANGE)
+        port.write(bytes([0x00, BridgeCommand.READ.value]))
+        _expect_error(lambda: link.read32(0), BridgeStatus.BAD_COMMAND)
+        assert link.ident()["addr_width"] == HostPortExample.ADDR_WIDTH
+
+        # Random accesses against the host port's model, responses included.
+        for _ in range(p["accesses"]):
+            address = int(rng.choice([0, 4, 8, 12, 0x400, mem + 4 * int(rng.integers(0, depth))]))
+            count = int(rng.integers(1, 4))
+            if rng.random() < 0.5:
+                values = [int(x) for x in rng.integers(0, 1 << 32, count, dtype=np.uint64)]
+                resps = [model.write(address + 4 * k, v) for k, v in enumerate(values)]
+                call = lambda: link.write_block(address, values)
+                want = None
+            else:
+                answers = [model.read(address + 4 * k) for k in range(count)]
+                resps = [r for _, r in answers]
+                want = [d for d, _ in answers]
+                call = lambda: link.read_block(address, count)
+            failed = any(r != AXI4LiteResponse.OKAY for r in resps)
+            if failed:
+                e = _expect_error(call, BridgeStatus.SLVERR)
+                if want is not None:
+                    assert [int(x) for x in e.data] == want
+            else:
+                got = call()
+                if want is not None:
+                    assert [int(x) for x in got] == want
+        # The sticky error flag and count agree with the model after all that.
+        assert link.read32(HostPortExample.ERROR) == model.read(HostPortExample.ERROR)[0]
+        return port.sent
+
+    sent = await bridge(host)()
+    cycles = (get_sim_time("ns") - start) / 10
+    dut._log.info(f"{sent} bytes to the board in {cycles:.0f} cycles")
