@@ -245,7 +245,7 @@ def saturating_sum(terms, *, acc_width, axis=-1):
     terms = np.moveaxis(_int_array(terms, "terms"), axis, -1)
     lo, hi = _limits(acc_width)
     shape = terms.shape[:-1]
-    terms = terms.reshape(-1, terms.shape[-1])
+    terms = terms.reshape(int(np.prod(shape, dtype=np.int64)), terms.shape[-1])
     if terms.size:
         bound = np.abs(terms).max(axis=1).astype(object) * terms.shape[1]
         if max(bound) >= _EXACT_LIMIT:
