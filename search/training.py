@@ -196,12 +196,22 @@ def training_schedule(forward_tree, *, grad_output="dy", wrt=None):
     Raises
     ------
     ValueError
-        If ``grad_output`` or a gradient name collides with a tensor of the network, or ``wrt``
-        names a tensor that is not a leaf.
+        If the network has fewer than two tensors or an index held by one tensor only and absent
+        from the output, ``grad_output`` or a gradient name collides with a tensor of the
+        network, or ``wrt`` names a tensor that is not a leaf.
     """
     if not isinstance(forward_tree, ContractionTree):
         raise TypeError(f"The forward tree must be a ContractionTree, not {forward_tree!r}")
     net = forward_tree.network
+    if len(net.tensors) < 2:
+        raise ValueError(f"A training step needs a network of at least two tensors, not "
+                         f"{len(net.tensors)}")
+    for t in net.tensors:
+        for i in t.indices:
+            # Its gradient would be a broadcast along an index no operand holds.
+            if i not in net.output and not any(i in u.indices for u in net.tensors if u is not t):
+                raise ValueError(f"Index {i!r} of tensor {t.name!r} appears in no other tensor "
+                                 f"and not in the output")
     leaves = [t.name for t in net.tensors]
     wrt = tuple(leaves) if wrt is None else tuple(wrt)
     for n in wrt:
@@ -253,11 +263,8 @@ def training_schedule(forward_tree, *, grad_output="dy", wrt=None):
         for child, g in children:
             backward(child, g)
 
-    if forward_tree.steps and wanted:
+    if wanted:
         backward(forward_tree.result, grad_output)
-    elif not forward_tree.steps and wanted:
-        # A single-tensor network: y is x itself summed to the output.
-        raise ValueError("A training step needs a network of at least two tensors")
     return TrainingSchedule(forward_tree, grad_output, steps, outputs, indices, net.sizes)
 
 

@@ -2,6 +2,8 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fetta.search import csse, training
 from fetta.search.layers import FORMATS, layer_from_spec, load_layers
@@ -164,6 +166,13 @@ def test_errors():
                           {"a": 2, "b": 2, "c": 2}, ("a", "c"))
     with pytest.raises(ValueError, match=r"Gradient name 'dx' collides"):
         training.training_schedule(csse.optimal_tree(clash))
+    lone = TensorNetwork([Tensor("x", ("a",))], {"a": 2}, ("a",))
+    with pytest.raises(ValueError, match=r"at least two tensors, not 1"):
+        training.training_schedule(csse.optimal_tree(lone))
+    dangling = TensorNetwork([Tensor("x", ("a", "b")), Tensor("G1", ("b", "c"))],
+                             {"a": 2, "b": 2, "c": 2}, ("c",))
+    with pytest.raises(ValueError, match=r"Index 'a' of tensor 'x' appears in no other tensor"):
+        training.training_schedule(csse.optimal_tree(dangling))
     schedule = training.training_schedule(tree)
     with pytest.raises(ValueError, match=r"No array given for tensor\(s\) \['dy'\]"):
         schedule.evaluate({"x": 0, "G1": 0, "G2": 0, "G3": 0})
@@ -181,3 +190,37 @@ def test_each_gradient_network_costs_one_forward(tokens):
     for layer in LAYERS:
         forward = csse.optimal_tree(layer.forward_network(tokens)).macs
         assert training.independent_macs(layer, tokens) == len(layer.networks()) * forward
+
+
+@st.composite
+def layer_specs(draw):
+    fmt = draw(st.sampled_from(sorted(FORMATS)))
+    mode = st.integers(1, 3)
+    d_in = draw(st.integers(2 if fmt == "tr" else 1, 3))
+    d_out = d_in if fmt in ("ttm", "tr") else draw(st.integers(1, 3))
+    rank = st.integers(1, 3)
+    if fmt == "tt":
+        ranks = [1] + [draw(rank) for _ in range(d_in + d_out - 1)] + [1]
+    elif fmt == "ttm":
+        ranks = [1] + [draw(rank) for _ in range(d_in - 1)] + [1]
+    elif fmt == "tr":
+        ring = draw(rank)
+        ranks = [ring] + [draw(rank) for _ in range(d_in - 1)] + [ring]
+    elif fmt == "tucker":
+        ranks = [draw(rank) for _ in range(d_in + d_out)]
+    else:
+        ranks = [draw(rank)]
+    return {"format": fmt, "in_modes": [draw(mode) for _ in range(d_in)],
+            "out_modes": [draw(mode) for _ in range(d_out)], "ranks": ranks,
+            "tokens": draw(st.integers(1, 3))}
+
+
+@settings(max_examples=40, deadline=None)
+@given(layer_specs(), st.integers(1, 3), st.booleans(), st.integers(0, 2**32 - 1))
+def test_random_layers(spec, k, input_grad, seed):
+    layer = layer_from_spec(spec)
+    schedule = training.plan_training_step(layer, k=k, input_grad=input_grad)
+    assert ("dx" in schedule.outputs) == input_grad
+    if input_grad:
+        assert schedule.macs == 3 * schedule.forward_macs
+    _check_gradients(layer, schedule, _random_inputs(layer, np.random.default_rng(seed)))
