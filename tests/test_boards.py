@@ -1,0 +1,121 @@
+import argparse
+import gc
+import json
+import re
+
+import pytest
+
+from fetta.boards.build import build_board, format_report, parse_report
+from fetta.boards.cli import register
+from fetta.boards.platforms import BOARDS, BoardTop, ecp5_pll
+
+
+@pytest.mark.parametrize("f_out,dividers", [
+    # Dividers that Project Trellis' ecppll chooses for a 25 MHz input.
+    (100e6, (1, 4, 6)), (62.5e6, (2, 5, 10)), (50e6, (1, 2, 12)),
+])
+def test_ecp5_pll_dividers(f_out, dividers):
+    p = ecp5_pll(25e6, f_out)
+    assert (p["CLKI_DIV"], p["CLKFB_DIV"], p["CLKOP_DIV"]) == dividers
+    assert p["f_out"] == pytest.approx(f_out)
+    vco = p["f_out"] * p["CLKOP_DIV"]
+    assert 400e6 <= vco <= 800e6
+
+
+def test_ecp5_pll_frequency_formula():
+    p = ecp5_pll(25e6, 65e6)
+    assert p["f_out"] == 25e6 * p["CLKFB_DIV"] / p["CLKI_DIV"] == 65e6
+    assert 25e6 / p["CLKI_DIV"] >= 3.125e6
+
+
+@pytest.mark.parametrize("args,message", [
+    ((25e6, 500e6), "PLL output must be from 10 to 400 MHz, not 500000000.0"),
+    ((4e6, 50e6), "PLL input must be from 8 to 400 MHz, not 4000000.0"),
+    # The nearest setting with a phase detector above 3.125 MHz is 10 MHz, 1 % off.
+    ((25e6, 10.1e6), "No EHXPLLL setting reaches 10.1 MHz from 25 MHz within 0.5 %, not 10.0"),
+])
+def test_ecp5_pll_rejects(args, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ecp5_pll(*args)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"board": "ulx3s"}, "Board must be a Board, not 'ulx3s'"),
+    ({"board": BOARDS["icebreaker"], "clk_freq": 24e6},
+     "Board icebreaker has no PLL: its clock is 12 MHz, not 24000000.0"),
+    ({"board": BOARDS["icebreaker"], "baud": 4_000_000}, "needs at least 4 clock cycles per bit"),
+    ({"board": BOARDS["ulx3s"], "timeout": 0}, "Timeout must be from 0.001 to 10 seconds, not 0"),
+    ({"board": BOARDS["ulx3s"], "target": "cpu"}, "Target must be one of ('example',), not 'cpu'"),
+])
+def test_board_top_rejects(kwargs, message):
+    with pytest.raises((TypeError, ValueError), match=re.escape(message)) as info:
+        BoardTop(**kwargs)
+    del info
+    gc.collect()
+
+
+def test_board_top_derives_link_parameters():
+    top = BoardTop(board=BOARDS["ulx3s"], clk_freq=50e6, baud=1_000_000, timeout=0.01)
+    assert top.clk_freq == 50e6 and top.divisor == 50
+    assert top.link.divisor == 50 and top.link.timeout == 500_000
+
+
+def test_build_rejects_unknown_board():
+    with pytest.raises(ValueError, match=re.escape("Board must be one of ['icebreaker', 'ulx3s'], "
+                                                   "not 'arty'")):
+        build_board("arty")
+
+
+def test_parse_report(tmp_path):
+    """The summary of a nextpnr report and Yosys log, on a hand-written pair of files."""
+    (tmp_path / "top.report.json").write_text(json.dumps({
+        "utilization": {"TRELLIS_COMB": {"used": 1200, "available": 83640},
+                        "TRELLIS_FF": {"used": 900, "available": 83640},
+                        "MULT18X18D": {"used": 16, "available": 156},
+                        "DP16KD": {"used": 40, "available": 208}},
+        "fmax": {"$glbnet$clk": {"achieved": 97.5, "constraint": 100.0}},
+        "critical_paths": [
+            {"from": "posedge clk", "to": "posedge clk", "path": [
+                {"delay": 0.5, "from": {"cell": "a"}, "to": {"cell": "b"}},
+                {"delay": 9.75, "from": {"cell": "b"}, "to": {"cell": "c"}}]},
+            {"from": "posedge clk", "to": "posedge clk", "path": [
+                {"delay": 1.0, "from": {"cell": "x"}, "to": {"cell": "y"}}]}],
+    }))
+    r = parse_report(tmp_path, family="ecp5")
+    assert r["luts"] == {"used": 1200, "available": 83640}
+    assert r["dsps"]["used"] == 16 and r["brams"]["used"] == 40 and r["registers"]["used"] == 900
+    assert r["clocks"] == {"$glbnet$clk": {"achieved_mhz": 97.5, "required_mhz": 100.0}}
+    assert r["timing_met"] is False
+    assert r["critical_path"]["from"] == "a" and r["critical_path"]["to"] == "c"
+    assert r["critical_path"]["delay_ns"] == 10.25
+    text = format_report({"board": "ulx3s", "device": "LFE5U-85F", "speed": "6", "target": "t",
+                          "clk_freq_mhz": 100.0, "baud": 115200, "divisor": 868, "seconds": 3.0,
+                          "resources": r})
+    assert "timing    NOT met" in text and "97.50 MHz (required 100.00 MHz)" in text
+    assert "dsps              16 / 156      10.3 %" in text
+
+
+def test_cli_registers_build():
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["build", "--board", "ulx3s", "--freq", "75", "--program"])
+    assert (args.board, args.freq, args.program, args.baud) == ("ulx3s", 75.0, True, 115200)
+    assert callable(args.run)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["build", "--board", "arty"])
+
+
+@pytest.mark.rtl
+def test_icebreaker_bitstream(tmp_path):
+    """CI builds the small board's bitstream: synthesis, place and route, packing, report."""
+    report = build_board("icebreaker", build_dir=tmp_path)
+    bitstream = tmp_path / "top.bin"
+    # An iCE40UP5K configuration image is about 104 kB.
+    assert 100_000 < bitstream.stat().st_size < 110_000
+    r = report["resources"]
+    assert r["timing_met"] and [c["required_mhz"] for c in r["clocks"].values()] == [12.0]
+    # The example target's 256-word memory sits in block RAM, not in logic.
+    assert r["brams"]["used"] >= 2
+    assert 0 < r["logic_cells"]["used"] < r["logic_cells"]["available"]
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert (tmp_path / "report.txt").read_text() == format_report(report)
