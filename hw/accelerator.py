@@ -9,16 +9,24 @@ import dataclasses
 import functools
 
 import numpy as np
+from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
 from . import distribution as _dist
 from . import reduction as _red
+from .ce_array import CEArray
 from .config import AcceleratorConfig
+from .controller import Controller
 from .distribution import BenesDistribution
-from .isa import route_words
+from .host_port import RegisterBusSignature
+from .isa import CSR, HOST_ADDR_WIDTH, ID_VALUE, INSTR_WIDTH, WINDOWS, route_words
 from .reduction import ReductionNetwork
 from .requantize import Requantizer
+from .scratchpad import Scratchpad
 
-__all__ = ["Datapath", "Timing"]
+__all__ = ["Datapath", "Timing", "Accelerator"]
 
 
 def _ceil32(bits):
@@ -63,7 +71,10 @@ class Datapath:
 
     @functools.cached_property
     def _probe(self):
-        return self.distribution(), self.reduction(), self.requantizer()
+        parts = self.distribution(), self.reduction(), self.requantizer()
+        for part in parts:
+            part._MustUse__silence = True   # inspected for its parameters, never elaborated
+        return parts
 
     @property
     def dist_latency(self):
@@ -207,3 +218,308 @@ class Timing:
 
     def step_cycles(self, beats):
         return self.step_setup + beats + self.drain
+
+
+def _delay(m, value, cycles, name, *, reset_less=False):
+    """Return ``value`` delayed by ``cycles`` clock cycles through named registers."""
+    for k in range(cycles):
+        reg = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=reset_less)
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class Accelerator(wiring.Component):
+    """The accelerator: host bus, program memory, route tables, controller and datapath.
+
+    Datapath, beat by beat: the controller issues row addresses (cycle t); the scratchpad returns
+    the A and B rows (t+1) into the two distribution networks; their outputs enter the CE array
+    (t+1+D); at the end of a sweep the accumulators enter the reduction network (t+2+D), its sums
+    the requantizer (t+2+D+R), whose rows are written, masked, to region C (t+2+D+R+Q). See
+    docs/architecture.md; cycle counts are :class:`Timing`'s, which the model uses too.
+
+    The host reaches CSRs and memory windows through ``host`` (docs/isa.md, "Host register map");
+    every access takes two cycles (request, then ``ack``).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Members
+    -------
+    host : ``In(RegisterBusSignature(addr_width=HOST_ADDR_WIDTH, read_latency=None))``
+        The host bus (driven by :class:`fetta.hw.host_port.HostPort`).
+    done, error : ``Out(1)``
+        The status flags, for LEDs or an interrupt.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        self._config = config
+        self._datapath = Datapath(config)
+        self._timing = Timing.from_datapath(self._datapath)
+        super().__init__({
+            "host": In(RegisterBusSignature(addr_width=HOST_ADDR_WIDTH, read_latency=None)),
+            "done": Out(1),
+            "error": Out(1),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def datapath(self):
+        return self._datapath
+
+    @property
+    def timing(self):
+        return self._timing
+
+    def elaborate(self, platform):
+        m = Module()
+        c, dp, t = self._config, self._datapath, self._timing
+        L, W = c.lanes, c.width
+
+        m.submodules.controller = ctl = Controller(config=c, timing=t)
+        m.submodules.scratchpad = spad = Scratchpad(regions=c.regions, lanes=L, depth=c.depth, width=W)
+        m.submodules.dist_a = dist_a = dp.distribution()
+        m.submodules.dist_b = dist_b = dp.distribution()
+        m.submodules.ce_array = ces = CEArray(lanes=L, width=W, acc_width=c.acc_width)
+        m.submodules.reduction = red = dp.reduction()
+        m.submodules.requantizer = rq = dp.requantizer()
+
+        m.submodules.program = prog = Memory(shape=unsigned(INSTR_WIDTH), depth=c.prog_depth, init=[])
+        prog_rp = prog.read_port()
+        prog_host_rp = prog.read_port()
+        prog_wp = prog.write_port(granularity=32)
+        dist_width = 32 * dp.dist_words
+        m.submodules.dist_routes = dist_mem = Memory(shape=unsigned(dist_width), depth=c.dist_routes, init=[])
+        dist_rp_a = dist_mem.read_port()
+        dist_rp_b = dist_mem.read_port()
+        dist_host_rp = dist_mem.read_port()
+        dist_wp = dist_mem.write_port(granularity=32)
+        red_width = 32 * dp.red_words
+        m.submodules.red_routes = red_mem = Memory(shape=unsigned(red_width), depth=c.red_routes, init=[])
+        red_rp = red_mem.read_port()
+        red_host_rp = red_mem.read_port()
+        red_wp = red_mem.write_port(granularity=32)
+
+        # Controller and route tables.
+        m.d.comb += [
+            prog_rp.addr.eq(ctl.prog_addr),
+            ctl.prog_data.eq(prog_rp.data),
+            dist_rp_a.addr.eq(ctl.route_a),
+            dist_rp_b.addr.eq(ctl.route_b),
+            red_rp.addr.eq(ctl.route_c),
+            ctl.overflow.eq(ces.overflow),
+            self.done.eq(ctl.done),
+            self.error.eq(ctl.error),
+        ]
+        cfg_a = Signal(dp.dist_bits, reset_less=True)
+        cfg_b = Signal(dp.dist_bits, reset_less=True)
+        cfg_red = Signal(dp.red_bits, reset_less=True)
+        keep = Signal(L, reset_less=True)
+        write_mask = Signal(L, reset_less=True)
+        with m.If(ctl.load):
+            m.d.sync += [
+                cfg_a.eq(dist_rp_a.data[:dp.dist_bits]),
+                cfg_b.eq(dist_rp_b.data[:dp.dist_bits]),
+                cfg_red.eq(red_rp.data[:dp.red_bits]),
+                keep.eq(red_rp.data[dp.keep_offset:dp.keep_offset + L]),
+                write_mask.eq(red_rp.data[dp.write_offset:dp.write_offset + L]),
+            ]
+        step = ctl.step
+        issue = ctl.issue
+
+        # Memory read (1 cycle) -> distribution networks.
+        valid_1 = _delay(m, issue.valid, Scratchpad.latency, "valid")
+        m.d.comb += [
+            dist_a.i.valid.eq(valid_1),
+            dist_a.i.payload.data.eq(spad.read_a.data),
+            dist_a.i.payload.config.eq(cfg_a),
+            dist_b.i.valid.eq(valid_1),
+            dist_b.i.payload.data.eq(spad.read_b.data),
+            dist_b.i.payload.config.eq(cfg_b),
+        ]
+        # Distribution -> CE array.
+        to_ce = Scratchpad.latency + t.dist_latency
+        first = _delay(m, issue.first, to_ce, "first")
+        m.d.comb += [
+            ces.i.valid.eq(dist_a.o.valid),
+            ces.i.payload.first.eq(first),
+        ]
+        for l in range(L):
+            m.d.comb += [
+                ces.i.payload.a[l].eq(dist_a.o.payload[l]),
+                ces.i.payload.b[l].eq(Mux(step.b_one, 1, dist_b.o.payload[l])),
+            ]
+        # CE array (at the end of a sweep) -> reduction network -> requantizer.
+        to_red = to_ce + ces.latency
+        last = _delay(m, issue.valid & issue.last, to_red, "last")
+        m.d.comb += [
+            red.i.valid.eq(last),
+            red.i.payload.data.eq(ces.acc),
+            red.i.payload.config.eq(cfg_red),
+            rq.i.valid.eq(red.o.valid),
+            rq.i.payload.acc.eq(red.o.payload),
+            rq.i.payload.shift.eq(step.shift),
+            rq.i.payload.rounding.eq(step.rounding),
+        ]
+        # Requantizer -> masked row write.
+        to_write = to_red + t.red_latency + t.rq_latency
+        addr_c = _delay(m, issue.addr_c, to_write, "addr_c", reset_less=True)
+        result = Signal(data.ArrayLayout(unsigned(W), L))
+        for l in range(L):
+            m.d.comb += result[l].eq(Mux(keep[l], rq.o.payload[l], 0))
+
+        # Host bus.
+        bus = self.host
+        pending = Signal()
+        ack_err = Signal()
+        ack_data = Signal(32)
+        source = Signal(3)        # what the ack cycle returns: 0 register, 1 program, 2/3 routes, 4 scratchpad
+        part = Signal(range(max(dp.red_words, dp.dist_words, 2)))
+        lane = Signal(range(L))
+        request = (bus.r_en | bus.w_en) & ~pending
+        word = bus.addr
+        byte_bases = {name: WINDOWS[name][0] >> 2 for name in WINDOWS}
+
+        def window(name, words):
+            lo = byte_bases[name]
+            return (word >= lo) & (word < lo + words), word - lo
+
+        in_csr, csr_off = window("CSR", WINDOWS["CSR"][1] >> 2)
+        in_prog, prog_off = window("PROGRAM", 2 * c.prog_depth)
+        in_dist, dist_off = window("DIST_ROUTES", dp.dist_words * c.dist_routes)
+        in_red, red_off = window("RED_ROUTES", dp.red_words * c.red_routes)
+        in_spad, spad_off = window("SCRATCHPAD", c.regions * c.depth * L)
+        memory_access = in_prog | in_dist | in_red | in_spad
+        full_mask = bus.w_mask == 0b1111
+
+        seed = Signal(32)
+        entry = Signal(16)
+        start = Signal()
+        clear = Signal()
+        m.d.comb += [ctl.start.eq(start), ctl.clear.eq(clear), ctl.entry.eq(entry),
+                     ces.clear.eq(clear), rq.clear.eq(clear), rq.seed.eq(seed),
+                     rq.seed_load.eq(start & ~ctl.busy & ~ctl.error)]
+
+        csr_values = {
+            "ID": ID_VALUE, "LANES": L, "WIDTH": W, "ACC_WIDTH": c.acc_width,
+            "REGIONS": c.regions, "DEPTH": c.depth, "LOOP_LEVELS": c.loop_levels,
+            "PROG_DEPTH": c.prog_depth, "DIST_ROUTES": c.dist_routes, "RED_ROUTES": c.red_routes,
+            "DIST_WORDS": dp.dist_words, "RED_WORDS": dp.red_words, "CTRL": 0,
+            "STATUS": Cat(ctl.busy, ctl.done, ctl.error, rq.overflow),
+            "CAUSE": ctl.cause, "ERR_PC": ctl.err_pc, "ENTRY": entry, "PC": ctl.pc, "SEED": seed,
+            "CYCLES_LO": ctl.cycles[:32], "CYCLES_HI": ctl.cycles[32:],
+            "BUSY_LO": ctl.busy_cycles[:32], "BUSY_HI": ctl.busy_cycles[32:],
+            "MACS_LO": ctl.macs[:32], "MACS_HI": ctl.macs[32:],
+            "STALLS_LO": ctl.stalls[:32], "STALLS_HI": ctl.stalls[32:],
+        }
+        assert set(csr_values) == set(CSR)
+        csr_read = Signal(32)
+        csr_known = Signal()
+        csr_writable = Signal()
+        with m.Switch(csr_off):
+            for name, (offset, access, _) in CSR.items():
+                with m.Case(offset >> 2):
+                    m.d.comb += [csr_read.eq(csr_values[name]), csr_known.eq(1),
+                                 csr_writable.eq(access != "ro")]
+
+        spad_lane = spad_off[:c.lane_bits]
+        spad_row = spad_off[c.lane_bits:c.lane_bits + c.row_bits]
+        spad_region = spad_off[c.lane_bits + c.row_bits:]
+        host_write = request & bus.w_en & full_mask & ~(memory_access & ctl.busy)
+
+        # Datapath and host share the scratchpad ports; the host only while the machine is idle.
+        with m.If(ctl.busy):
+            m.d.comb += [
+                spad.read_a.region.eq(step.region_a),
+                spad.read_a.addr.eq(issue.addr_a),
+                spad.read_b.region.eq(step.region_b),
+                spad.read_b.addr.eq(issue.addr_b),
+                spad.write.region.eq(step.region_c),
+                spad.write.addr.eq(addr_c),
+                spad.write.data.eq(result),
+                spad.write.mask.eq(write_mask),
+                spad.write.en.eq(rq.o.valid),
+            ]
+        with m.Else():
+            # Both read ports point at the host's row, so neither steals the other's region.
+            m.d.comb += [
+                spad.read_a.region.eq(spad_region),
+                spad.read_a.addr.eq(spad_row),
+                spad.read_b.region.eq(spad_region),
+                spad.read_b.addr.eq(spad_row),
+                spad.write.region.eq(spad_region),
+                spad.write.addr.eq(spad_row),
+                spad.write.mask.eq(1 << spad_lane),
+                spad.write.en.eq(host_write & in_spad),
+            ]
+            for l in range(L):
+                m.d.comb += spad.write.data[l].eq(bus.w_data[:W])
+
+        m.d.comb += [
+            prog_host_rp.addr.eq(prog_off[1:]),
+            prog_wp.addr.eq(prog_off[1:]),
+            prog_wp.data.eq(Cat(bus.w_data, bus.w_data)),
+            prog_wp.en.eq(Mux(host_write & in_prog, Mux(prog_off[0], 0b10, 0b01), 0)),
+            dist_host_rp.addr.eq(dist_off >> (dp.dist_words.bit_length() - 1)),
+            dist_wp.addr.eq(dist_off >> (dp.dist_words.bit_length() - 1)),
+            dist_wp.data.eq(Cat(*([bus.w_data] * dp.dist_words))),
+            red_host_rp.addr.eq(red_off >> (dp.red_words.bit_length() - 1)),
+            red_wp.addr.eq(red_off >> (dp.red_words.bit_length() - 1)),
+            red_wp.data.eq(Cat(*([bus.w_data] * dp.red_words))),
+        ]
+        dist_part = dist_off[:dp.dist_words.bit_length() - 1] if dp.dist_words > 1 else 0
+        red_part = red_off[:dp.red_words.bit_length() - 1] if dp.red_words > 1 else 0
+        with m.If(host_write & in_dist):
+            m.d.comb += dist_wp.en.eq(1 << dist_part)
+        with m.If(host_write & in_red):
+            m.d.comb += red_wp.en.eq(1 << red_part)
+
+        with m.If(request):
+            m.d.sync += [pending.eq(1), lane.eq(spad_lane), ack_data.eq(csr_read)]
+            m.d.sync += ack_err.eq(
+                ~(in_csr | memory_access)
+                | (in_csr & ~csr_known)
+                | (bus.w_en & ~full_mask)
+                | (bus.w_en & in_csr & ~csr_writable)
+                | (memory_access & ctl.busy)
+                | (in_spad & (spad_region >= c.regions)))
+            with m.If(in_prog):
+                m.d.sync += [source.eq(1), part.eq(prog_off[0])]
+            with m.Elif(in_dist):
+                m.d.sync += [source.eq(2), part.eq(dist_part)]
+            with m.Elif(in_red):
+                m.d.sync += [source.eq(3), part.eq(red_part)]
+            with m.Elif(in_spad):
+                m.d.sync += source.eq(4)
+            with m.Else():
+                m.d.sync += source.eq(0)
+            with m.If(bus.w_en & in_csr & full_mask):
+                with m.Switch(csr_off):
+                    with m.Case(CSR["CTRL"][0] >> 2):
+                        m.d.comb += [start.eq(bus.w_data[0]), clear.eq(bus.w_data[1])]
+                    with m.Case(CSR["ENTRY"][0] >> 2):
+                        m.d.sync += entry.eq(bus.w_data)
+                    with m.Case(CSR["SEED"][0] >> 2):
+                        m.d.sync += seed.eq(bus.w_data)
+        with m.If(pending):
+            m.d.sync += pending.eq(0)
+            m.d.comb += [bus.ack.eq(1), bus.err.eq(ack_err)]
+            with m.Switch(source):
+                with m.Case(0):
+                    m.d.comb += bus.r_data.eq(ack_data)
+                with m.Case(1):
+                    m.d.comb += bus.r_data.eq(prog_host_rp.data.word_select(part, 32))
+                with m.Case(2):
+                    m.d.comb += bus.r_data.eq(dist_host_rp.data.word_select(part, 32))
+                with m.Case(3):
+                    m.d.comb += bus.r_data.eq(red_host_rp.data.word_select(part, 32))
+                with m.Case(4):
+                    word_value = spad.read_a.data.as_value().word_select(lane, W).as_signed()
+                    m.d.comb += bus.r_data.eq(word_value)
+        return m

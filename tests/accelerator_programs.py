@@ -56,8 +56,13 @@ def _identity_red(config, dp, keep=None, write=None):
                              write=range(L) if write is None else write)
 
 
-def _rand(rng, config, shape):
-    return rng.integers(config.word_min, config.word_max + 1, shape)
+def _rand(rng, config, shape, terms=1):
+    """Random words; with ``terms``, small enough that a sum of that many products cannot
+    saturate the accumulator (the error cases saturate on purpose)."""
+    hi = config.word_max
+    while terms * hi * hi > config.acc_max:
+        hi -= 1
+    return rng.integers(max(config.word_min, -hi), hi + 1, shape)
 
 
 def matmul_grouped(config, rng):
@@ -68,8 +73,8 @@ def matmul_grouped(config, rng):
     ng = L // g
     M, KB, NB = 3, 5, 2
     K, N = KB * g, NB * ng
-    A = _rand(rng, config, (M, K))
-    B = _rand(rng, config, (K, N))
+    A = _rand(rng, config, (M, K), KB)
+    B = _rand(rng, config, (K, N), KB)
     a_rows = np.zeros((M * KB, L), dtype=np.int64)
     for m in range(M):
         for kb in range(KB):
@@ -113,8 +118,8 @@ def batched_transposed(config, rng):
     L, dp, t = config.lanes, Datapath(config), Timing.from_config(config)
     B1, B2, K = 2, 3, 4
     M, N = L - 1, min(3, L)
-    A = _rand(rng, config, (B1, B2, M, K))
-    B = _rand(rng, config, (B1, B2, K, N))
+    A = _rand(rng, config, (B1, B2, M, K), K)
+    B = _rand(rng, config, (B1, B2, K, N), K)
     a_rows = np.zeros((B1 * B2 * K, L), dtype=np.int64)
     b_rows = np.zeros((B1 * B2 * K, L), dtype=np.int64)
     for b1 in range(B1):
@@ -254,3 +259,92 @@ CASES = {f.__name__: f for f in (matmul_grouped, batched_transposed, copy_relayo
 def build(name, config, seed):
     """Build case ``name`` for ``config`` with random operands from ``seed``."""
     return CASES[name](config, np.random.default_rng(seed))
+
+
+# Host-side driving, shared by the Amaranth-simulator tests and the cocotb bench: ``bus`` has
+# ``async read(byte_address) -> int`` and ``async write(byte_address, value)``.
+
+_MASK = 0xFFFF_FFFF
+
+
+def _csr(name):
+    return isa.CSR[name][0]
+
+
+async def load_case(bus, config, case):
+    dp = Datapath(config)
+    base = isa.WINDOWS["PROGRAM"][0]
+    for i, w in enumerate(case.program):
+        await bus.write(base + 8 * i, w & _MASK)
+        await bus.write(base + 8 * i + 4, w >> 32)
+    for window, words, table in (("DIST_ROUTES", dp.dist_words, case.dist_routes),
+                                 ("RED_ROUTES", dp.red_words, case.red_routes)):
+        base = isa.WINDOWS[window][0]
+        for entry, bits in table.items():
+            for j in range(words):
+                await bus.write(base + 4 * (entry * words + j), (bits >> (32 * j)) & _MASK)
+    for region, row, values in case.init:
+        await write_rows(bus, config, region, row, values)
+    await bus.write(_csr("SEED"), case.seed)
+
+
+def _spad_address(config, region, row, lane):
+    return isa.WINDOWS["SCRATCHPAD"][0] + 4 * ((region * config.depth + row) * config.lanes + lane)
+
+
+async def write_rows(bus, config, region, row, values):
+    for r, values_row in enumerate(np.asarray(values)):
+        for lane, v in enumerate(values_row):
+            await bus.write(_spad_address(config, region, row + r, lane), int(v) & _MASK)
+
+
+async def read_rows(bus, config, region, row, count):
+    out = np.zeros((count, config.lanes), dtype=np.int64)
+    for r in range(count):
+        for lane in range(config.lanes):
+            v = await bus.read(_spad_address(config, region, row + r, lane))
+            out[r, lane] = v - (1 << 32) if v >> 31 else v
+    return out
+
+
+async def start_and_wait(bus, *, timeout=1 << 22):
+    """START, poll STATUS until DONE; return a dict of the status CSRs and counters."""
+    await bus.write(_csr("CTRL"), 1)
+    for _ in range(timeout):
+        status = await bus.read(_csr("STATUS"))
+        if status & 2:
+            break
+    else:
+        raise AssertionError("the accelerator did not finish")
+    out = {"status": status}
+    for name in ("CAUSE", "ERR_PC", "PC"):
+        out[name.lower()] = await bus.read(_csr(name))
+    for name in ("CYCLES", "BUSY", "MACS", "STALLS"):
+        lo = await bus.read(_csr(f"{name}_LO"))
+        hi = await bus.read(_csr(f"{name}_HI"))
+        out[name.lower()] = lo | hi << 32
+    return out
+
+
+async def run_and_check(bus, config, case, machine):
+    """Run ``case`` on the bus and on ``machine`` (the model, loaded with the case); compare the
+    results with the case's expectations and the model's, and the counters with the model's.
+    Returns the status dict."""
+    result = machine.run()
+    got = await start_and_wait(bus)
+    assert got["status"] & 2, case.name
+    assert bool(got["status"] & 4) == (case.cause != Cause.NONE), (case.name, got)
+    assert got["cause"] == case.cause.value == result.cause.value, (case.name, got)
+    if case.cause != Cause.NONE:
+        assert got["err_pc"] == case.err_pc == result.err_pc, (case.name, got)
+    assert bool(got["status"] & 8) == result.qsat, (case.name, got)
+    model_counters = (result.counters.cycles, result.counters.busy, result.counters.macs,
+                      result.counters.stalls)
+    assert (got["cycles"], got["busy"], got["macs"], got["stalls"]) == model_counters, \
+        (case.name, got, result.counters)
+    assert got["cycles"] == case.cycles and got["macs"] == case.macs, (case.name, got)
+    for region, row, values in case.expect:
+        rows = await read_rows(bus, config, region, row, len(values))
+        np.testing.assert_array_equal(rows, values, err_msg=f"{case.name}: region {region}")
+        np.testing.assert_array_equal(rows, machine.read_rows(region, row, len(values)))
+    return got

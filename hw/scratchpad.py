@@ -1,0 +1,113 @@
+"""The scratchpad: regions of L banks, one row (a word in every bank) read or written per cycle."""
+
+from amaranth import Module, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Scratchpad"]
+
+
+class Scratchpad(wiring.Component):
+    """``regions`` simple dual-port memories of ``depth`` rows, each row ``lanes`` words of ``width`` bits.
+
+    Each region is one :class:`~amaranth.lib.memory.Memory` whose row is an array of ``lanes``
+    words with a write enable per word (a word per bank: it maps onto L block RAMs). Two read
+    ports, ``read_a`` and ``read_b``, and one write port are shared by all regions: in a cycle a
+    region is read by ``read_b`` if ``read_b.region`` selects it, else by ``read_a``; reading the
+    same region through both ports is not supported (``read_a`` then sees ``read_b``'s row).
+
+    Latency: a read returns the row ``latency`` (1) cycle after its address; a write lands at the
+    end of the cycle it is presented in. Throughput: one row per port per cycle. A read of a row
+    written in the same cycle returns the old contents. Addresses wrap at ``depth``; a region
+    number beyond ``regions`` reads the last region and writes nothing.
+
+    Parameters
+    ----------
+    regions : int
+        Number of regions, 1 to 8.
+    lanes : int
+        Words per row (banks), at least 1.
+    depth : int
+        Rows per region, a power of two of at least 2.
+    width : int
+        Word width in bits.
+
+    Members
+    -------
+    read_a, read_b : ``In(Signature({"region", "addr": Out, "data": In}))``
+        Read ports: ``region`` and ``addr`` in, ``data`` (``lanes`` raw words) out.
+    write : ``In(Signature({"region", "addr", "data", "mask", "en"}))``
+        Write port: ``mask`` bit l enables word l.
+    """
+
+    latency = 1
+
+    def __init__(self, *, regions, lanes, depth, width):
+        for name, value, ok in (("Region count", regions, isinstance(regions, int) and 1 <= regions <= 8),
+                                ("Lane count", lanes, isinstance(lanes, int) and lanes >= 1),
+                                ("Depth", depth, isinstance(depth, int) and depth >= 2
+                                 and depth & (depth - 1) == 0),
+                                ("Word width", width, isinstance(width, int) and width >= 1)):
+            if not ok or isinstance(value, bool):
+                raise ValueError(f"{name} is not valid for a scratchpad: {value!r}")
+        self._regions, self._lanes, self._depth, self._width = regions, lanes, depth, width
+        row = data.ArrayLayout(unsigned(width), lanes)
+        region = unsigned(3)
+        addr = unsigned((depth - 1).bit_length())
+        read = wiring.Signature({"region": Out(region), "addr": Out(addr), "data": In(row)})
+        super().__init__({
+            "read_a": In(read),
+            "read_b": In(read),
+            "write": In(wiring.Signature({
+                "region": Out(region), "addr": Out(addr), "data": Out(row), "mask": Out(lanes),
+                "en": Out(1),
+            })),
+        })
+
+    @property
+    def regions(self):
+        return self._regions
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    @property
+    def depth(self):
+        return self._depth
+
+    @property
+    def width(self):
+        return self._width
+
+    def elaborate(self, platform):
+        m = Module()
+        row = data.ArrayLayout(unsigned(self._width), self._lanes)
+        region_a = Signal(3, name="region_a_q")
+        region_b = Signal(3, name="region_b_q")
+        m.d.sync += [region_a.eq(self.read_a.region), region_b.eq(self.read_b.region)]
+        data_out = []
+        for r in range(self._regions):
+            mem = Memory(shape=row, depth=self._depth, init=[])
+            m.submodules[f"region_{r}"] = mem
+            rp = mem.read_port()
+            wp = mem.write_port(granularity=1)   # one enable per word (bank)
+            m.d.comb += rp.addr.eq(self.read_a.addr)
+            with m.If(self.read_b.region == r):
+                m.d.comb += rp.addr.eq(self.read_b.addr)
+            m.d.comb += [
+                wp.addr.eq(self.write.addr),
+                wp.data.eq(self.write.data),
+            ]
+            with m.If(self.write.en & (self.write.region == r)):
+                m.d.comb += wp.en.eq(self.write.mask)
+            data_out.append(rp.data)
+        # Region numbers beyond the last read the last region.
+        m.d.comb += [self.read_a.data.eq(data_out[-1]), self.read_b.data.eq(data_out[-1])]
+        for r in range(self._regions - 1):
+            with m.If(region_a == r):
+                m.d.comb += self.read_a.data.eq(data_out[r])
+            with m.If(region_b == r):
+                m.d.comb += self.read_b.data.eq(data_out[r])
+        return m

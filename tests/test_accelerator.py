@@ -1,0 +1,223 @@
+import contextlib
+import gc
+import warnings
+
+import numpy as np
+import pytest
+from amaranth.hdl import UnusedElaboratable
+
+from fetta.hw import isa
+from fetta.hw.accelerator import Accelerator, Timing
+from fetta.hw.ce import ce_model
+from fetta.hw.ce_array import CEArray
+from fetta.hw.config import AcceleratorConfig
+from fetta.hw.isa import Cause
+from fetta.hw.scratchpad import Scratchpad
+from fetta.sim.model import Machine
+
+from accelerator_programs import CASES, build, load_case, read_rows, run_and_check, start_and_wait
+from sim_util import run_testbench
+
+SMALL = AcceleratorConfig(lanes=4, acc_width=16, depth=32, prog_depth=32, dist_routes=8, red_routes=4)
+
+
+@contextlib.contextmanager
+def rejected():
+    """Expect a constructor to raise; collect the half-built component without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        yield
+        gc.collect()
+
+
+class SimBus:
+    """The host bus driven from an Amaranth testbench (two cycles per access)."""
+
+    def __init__(self, ctx, bus):
+        self.ctx, self.bus = ctx, bus
+        self.errors = 0
+
+    async def _access(self, address, *, write, value=0, mask=0xF):
+        ctx, bus = self.ctx, self.bus
+        ctx.set(bus.addr, address >> 2)
+        ctx.set(bus.w_data, value)
+        ctx.set(bus.w_mask, mask)
+        ctx.set(bus.w_en if write else bus.r_en, 1)
+        for _ in range(8):
+            await ctx.tick()
+            if ctx.get(bus.ack):
+                break
+        else:
+            raise AssertionError("no ack")
+        data, err = ctx.get(bus.r_data), ctx.get(bus.err)
+        ctx.set(bus.w_en, 0)
+        ctx.set(bus.r_en, 0)
+        await ctx.tick()
+        self.errors += err
+        return data, err
+
+    async def read(self, address):
+        return (await self._access(address, write=False))[0]
+
+    async def write(self, address, value):
+        await self._access(address, write=True, value=value)
+
+
+def test_rtl_runs_every_case_like_the_model(seed):
+    """Every hand-written program, one after the other in one simulation (CLEAR after each error),
+    against numpy and the model: results, status, cause, counters."""
+    dut = Accelerator(SMALL)
+    machine = Machine(SMALL)
+    names = ["copy_relayout", "illegal_opcode", "matmul_grouped", "saturation", "batched_transposed",
+             "address_range", "copy_relayout"]
+
+    async def bench(ctx):
+        bus = SimBus(ctx, dut.host)
+        for k, name in enumerate(names):
+            case = build(name, SMALL, seed + k)
+            await load_case(bus, SMALL, case)
+            machine.load_program(case.program)
+            for e, bits in case.dist_routes.items():
+                machine.set_dist_route(e, bits)
+            for e, bits in case.red_routes.items():
+                machine.set_red_route(e, bits)
+            for region, row, values in case.init:
+                machine.write_rows(region, row, values)
+            machine.seed = case.seed
+            got = await run_and_check(bus, SMALL, case, machine)
+            if got["status"] & 4:
+                # Refused while ERROR: START does nothing.
+                await bus.write(isa.CSR["CTRL"][0], 1)
+                assert await bus.read(isa.CSR["STATUS"][0]) & 0b111 == 0b110
+                await bus.write(isa.CSR["CTRL"][0], 2)
+                machine.clear()
+                assert await bus.read(isa.CSR["STATUS"][0]) & 0b110 == 0
+                assert await bus.read(isa.CSR["CAUSE"][0]) == 0
+        # The whole scratchpad agrees with the model's.
+        for region in range(SMALL.regions):
+            rows = await read_rows(bus, SMALL, region, 0, SMALL.depth)
+            np.testing.assert_array_equal(rows, machine.scratchpad[region], err_msg=f"region {region}")
+        assert bus.errors == 0
+
+    run_testbench(dut, bench)
+
+
+def test_rtl_host_bus_errors_and_registers():
+    dut = Accelerator(SMALL)
+    t = Timing.from_config(SMALL)
+
+    async def bench(ctx):
+        bus = SimBus(ctx, dut.host)
+        assert await bus.read(isa.CSR["ID"][0]) == isa.ID_VALUE
+        assert await bus.read(isa.CSR["LANES"][0]) == SMALL.lanes
+        assert await bus.read(isa.CSR["DIST_WORDS"][0]) == dut.datapath.dist_words
+        # Read-only register, unmapped address, partial write, region beyond the last: err.
+        for address, write in ((isa.CSR["LANES"][0], True), (0x800, False), (0x0FF0000, False),
+                               (isa.WINDOWS["PROGRAM"][0] + 8 * SMALL.prog_depth, False),
+                               (isa.WINDOWS["SCRATCHPAD"][0] + 4 * SMALL.words, False)):
+            _, err = await bus._access(address, write=write, value=1)
+            assert err, hex(address)
+        _, err = await bus._access(isa.CSR["ENTRY"][0], write=True, value=3, mask=0b0011)
+        assert err
+        # Registers and memories read back what was written.
+        await bus.write(isa.CSR["SEED"][0], 0xDEADBEEF)
+        assert await bus.read(isa.CSR["SEED"][0]) == 0xDEADBEEF
+        await bus.write(isa.WINDOWS["PROGRAM"][0] + 12, 0x12345678)
+        assert await bus.read(isa.WINDOWS["PROGRAM"][0] + 12) == 0x12345678
+        assert await bus.read(isa.WINDOWS["PROGRAM"][0] + 8) == 0
+        red_base = isa.WINDOWS["RED_ROUTES"][0]
+        await bus.write(red_base + 4 * (dut.datapath.red_words + 1), 0xCAFE)
+        assert await bus.read(red_base + 4 * (dut.datapath.red_words + 1)) == 0xCAFE
+        # A long program: while it runs, windows are refused and CSRs answer.
+        program = isa.assemble("loop level=0 count=300 stride_a=0 stride_b=0\n"
+                               "step levels=1 red=1\nhalt", SMALL)
+        base = isa.WINDOWS["PROGRAM"][0]
+        for i, w in enumerate(program):
+            await bus.write(base + 8 * i, w & 0xFFFFFFFF)
+            await bus.write(base + 8 * i + 4, w >> 32)
+        await bus.write(isa.CSR["ENTRY"][0], 0)
+        await bus.write(isa.CSR["CTRL"][0], 1)
+        assert await bus.read(isa.CSR["STATUS"][0]) & 1
+        _, err = await bus._access(isa.WINDOWS["SCRATCHPAD"][0], write=False)
+        assert err
+        got = await start_and_wait(bus)
+        assert got["cause"] == 0
+        assert got["cycles"] == 2 * t.instr + t.step_cycles(300)
+
+    run_testbench(dut, bench)
+
+
+def test_scratchpad_regions_and_masks(seed):
+    rng = np.random.default_rng(seed)
+    dut = Scratchpad(regions=3, lanes=4, depth=8, width=8)
+    mem = np.zeros((3, 8, 4), dtype=np.int64)
+
+    async def bench(ctx):
+        for _ in range(200):
+            region, addr, mask = int(rng.integers(3)), int(rng.integers(8)), int(rng.integers(16))
+            row = rng.integers(0, 256, 4)
+            ra, rb = rng.choice(3, 2, replace=False)
+            aa, ab = int(rng.integers(8)), int(rng.integers(8))
+            ctx.set(dut.write.region, region)
+            ctx.set(dut.write.addr, addr)
+            ctx.set(dut.write.data, [int(v) for v in row])
+            ctx.set(dut.write.mask, mask)
+            ctx.set(dut.write.en, 1)
+            ctx.set(dut.read_a.region, int(ra))
+            ctx.set(dut.read_a.addr, aa)
+            ctx.set(dut.read_b.region, int(rb))
+            ctx.set(dut.read_b.addr, ab)
+            want_a, want_b = mem[ra, aa].copy(), mem[rb, ab].copy()  # reads see the old row
+            await ctx.tick()
+            for l in range(4):
+                if mask >> l & 1:
+                    mem[region, addr, l] = row[l]
+            assert list(ctx.get(dut.read_a.data)) == list(want_a)
+            assert list(ctx.get(dut.read_b.data)) == list(want_b)
+
+    run_testbench(dut, bench)
+
+
+def test_ce_array_matches_ce_model(seed):
+    rng = np.random.default_rng(seed)
+    lanes, n = 4, 120
+    a = rng.integers(-128, 128, (n, lanes))
+    b = rng.integers(-128, 128, (n, lanes))
+    a[40:60] = b[40:60] = -128
+    first = rng.random(n) < 0.1
+    first[0] = True
+    dut = CEArray(lanes=lanes, width=8, acc_width=17)
+    want = [ce_model(a[:, l], b[:, l], first, acc_width=17) for l in range(lanes)]
+
+    async def bench(ctx):
+        for k in range(n):
+            ctx.set(dut.i.payload, {"a": [int(x) for x in a[k]], "b": [int(x) for x in b[k]],
+                                    "first": int(first[k])})
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick()
+            assert [ctx.get(dut.acc[l]) for l in range(lanes)] == [want[l][0][k] for l in range(lanes)]
+            assert ctx.get(dut.overflow) == any(want[l][1][k] for l in range(lanes))
+
+    run_testbench(dut, bench)
+    assert any(want[l][1][-1] for l in range(lanes)), "the stimulus must saturate some lane"
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"regions": 9, "lanes": 4, "depth": 8, "width": 8}, "Region count is not valid for a scratchpad: 9"),
+    ({"regions": 3, "lanes": 4, "depth": 6, "width": 8}, "Depth is not valid for a scratchpad: 6"),
+])
+def test_scratchpad_rejects_bad_parameters(kwargs, message):
+    with rejected(), pytest.raises(ValueError, match=message):
+        Scratchpad(**kwargs)
+
+
+def test_ce_array_rejects_bad_parameters():
+    with rejected(), pytest.raises(ValueError, match="Lane count must be a positive integer, not 0"):
+        CEArray(lanes=0, width=8, acc_width=16)
+    with rejected(), pytest.raises(ValueError, match="at least 2 \\* width = 16, not 12"):
+        CEArray(lanes=4, width=8, acc_width=12)
+
+
+def test_accelerator_rejects_bad_config():
+    with rejected(), pytest.raises(TypeError, match="config must be an AcceleratorConfig, not 4"):
+        Accelerator(4)
