@@ -247,11 +247,10 @@ def saturating_sum(terms, *, acc_width, axis=-1):
     shape = terms.shape[:-1]
     terms = terms.reshape(int(np.prod(shape, dtype=np.int64)), terms.shape[-1])
     if terms.size:
-        bound = np.abs(terms).max(axis=1).astype(object) * terms.shape[1]
-        if max(bound) >= _EXACT_LIMIT:
+        largest = max(int(terms.max()), -int(terms.min()))
+        if largest * terms.shape[1] >= _EXACT_LIMIT:
             raise ValueError(f"terms too large for exact int64 accumulation: {terms.shape[1]} terms "
-                             f"of magnitude up to {max(np.abs(terms).max(axis=1))} may reach "
-                             f"2**62")
+                             f"of magnitude up to {largest} may reach 2**62")
     acc = np.zeros(terms.shape[0], dtype=np.int64)
     overflow = np.zeros(terms.shape[0], dtype=bool)
     if terms.shape[1]:
