@@ -37,7 +37,7 @@ _EXACT_LIMIT = 1 << 62
 _MASK32 = 0xFFFF_FFFF
 
 # The in-order fallback of einsum_int materializes about this many terms at a time.
-_CHUNK_TERMS = 1 << 22
+_CHUNK_TERMS = 1 << 20
 
 
 # -- validation helpers ---------------------------------------------------------------------------
@@ -184,25 +184,37 @@ def _index_sizes(inputs, operands, expr):
     return sizes
 
 
-def _terms(inputs, operands, output, summed, sizes, rows):
-    """The terms of output elements ``rows`` (flat indices), shape ``(len(rows), K)``, in order."""
-    out_shape = tuple(sizes[c] for c in output)
-    out_index = np.unravel_index(rows, out_shape) if output else ()
-    sum_shape = tuple(sizes[c] for c in summed)
-    result = None
-    for sub, op in zip(inputs, operands):
-        present = "".join(dict.fromkeys(sub))
-        # Take the diagonal of repeated indices and bring the axes to (output..., summed...) order.
-        axes = [c for c in output if c in present] + [c for c in summed if c in present]
-        view = np.einsum(f"{sub}->{''.join(axes)}", op)
-        index = tuple(out_index[output.index(c)] for c in output if c in present)
-        picked = view[index] if index else np.broadcast_to(view, (len(rows),) + view.shape)
-        # picked: (rows, summed indices of this operand); insert size-1 axes for the others.
-        shape = (len(rows),) + tuple(sizes[c] if c in present else 1 for c in summed)
-        picked = picked.reshape(shape)
-        result = picked if result is None else result * picked
-    result = np.broadcast_to(result, (len(rows),) + sum_shape)
-    return result.reshape(len(rows), -1)
+class _Terms:
+    """The terms of chosen output elements of a contraction, in accumulation order."""
+
+    def __init__(self, inputs, operands, output, summed, sizes):
+        self._output, self._summed, self._sizes = output, summed, sizes
+        self._views = []
+        for sub, op in zip(inputs, operands):
+            present = "".join(dict.fromkeys(sub))
+            # The diagonal of repeated indices, axes in (output..., summed...) order, contiguous
+            # so that gathering rows is fast.
+            axes = [c for c in output if c in present] + [c for c in summed if c in present]
+            view = np.ascontiguousarray(np.einsum(f"{sub}->{''.join(axes)}", op))
+            out_axes = [output.index(c) for c in output if c in present]
+            # Size-1 axes for the summed indices this operand lacks.
+            shape = tuple(sizes[c] if c in present else 1 for c in summed)
+            self._views.append((view, out_axes, shape))
+
+    def __call__(self, rows):
+        """Terms of output elements ``rows`` (flat indices): shape ``(len(rows), K)``."""
+        out_shape = tuple(self._sizes[c] for c in self._output)
+        out_index = np.unravel_index(rows, out_shape) if self._output else ()
+        result = None
+        for view, out_axes, shape in self._views:
+            if out_axes:
+                picked = view[tuple(out_index[k] for k in out_axes)]
+            else:
+                picked = np.broadcast_to(view, (len(rows),) + view.shape)
+            picked = picked.reshape((len(rows),) + shape)
+            result = picked if result is None else result * picked
+        sum_shape = tuple(self._sizes[c] for c in self._summed)
+        return np.broadcast_to(result, (len(rows),) + sum_shape).reshape(len(rows), -1)
 
 
 def saturating_sum(terms, *, acc_width, axis=-1):
@@ -264,19 +276,25 @@ def saturating_sum(terms, *, acc_width, axis=-1):
 
 def _clamped_fold(terms, lo, hi):
     """Fold rows of ``terms`` with per-step saturation (see :func:`saturating_sum`)."""
-    rows, k = terms.shape
-    size = 1 << max(k - 1, 0).bit_length()
-    # Padding with the identity on [lo, hi]: x -> clamp(x + 0, lo, hi).
-    a = np.zeros((rows, size), dtype=np.int64)
-    a[:, :k] = terms
-    l = np.full((rows, size), lo, dtype=np.int64)
-    h = np.full((rows, size), hi, dtype=np.int64)
+    rows = terms.shape[0]
+    a, l, h = terms, None, None         # l, h = None: the constants lo, hi of single steps
     while a.shape[1] > 1:
-        a1, a2 = a[:, 0::2], a[:, 1::2]
-        l1, l2, h1, h2 = l[:, 0::2], l[:, 1::2], h[:, 0::2], h[:, 1::2]
-        l = np.clip(l1 + a2, l2, h2)
-        h = np.clip(h1 + a2, l2, h2)
-        a = a1 + a2
+        if a.shape[1] % 2:
+            # Pad with the identity on [lo, hi]: x -> clamp(x + 0, lo, hi).
+            a = np.concatenate([a, np.zeros((rows, 1), dtype=np.int64)], axis=1)
+            if l is not None:
+                l = np.concatenate([l, np.full((rows, 1), lo, dtype=np.int64)], axis=1)
+                h = np.concatenate([h, np.full((rows, 1), hi, dtype=np.int64)], axis=1)
+        a2 = a[:, 1::2]
+        l1, l2 = (lo, lo) if l is None else (l[:, 0::2], l[:, 1::2])
+        h1, h2 = (hi, hi) if h is None else (h[:, 0::2], h[:, 1::2])
+        new_l = l1 + a2
+        np.minimum(np.maximum(new_l, l2, out=new_l), h2, out=new_l)
+        new_h = h1 + a2
+        np.minimum(np.maximum(new_h, l2, out=new_h), h2, out=new_h)
+        a, l, h = a[:, 0::2] + a2, new_l, new_h
+    if l is None:
+        return np.clip(a[:, 0], lo, hi)
     return np.clip(a[:, 0], l[:, 0], h[:, 0])
 
 
@@ -368,9 +386,10 @@ def einsum_int(expr, *operands, width, acc_width, order=None):
     result = exact.copy()
     overflow = False
     step = max(1, _CHUNK_TERMS // max(count, 1))
+    terms_of = _Terms(inputs, ops, output, summed, sizes)
     for start in range(0, len(risky), step):
         rows = risky[start:start + step]
-        terms = _terms(inputs, ops, output, summed, sizes, rows)
+        terms = terms_of(rows)
         acc, flag = saturating_sum(terms, acc_width=acc_width)
         result.flat[rows] = acc
         overflow = overflow or bool(flag.any())
