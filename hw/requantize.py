@@ -2,25 +2,14 @@
 
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+# The rounding modes belong to the instruction set: one definition, shared with the decoder.
+from fetta.hw.isa import Rounding
 from fetta.sim.golden import MAX_ACC_WIDTH, PRNG, requantize
 
 __all__ = ["Rounding", "Requantizer", "requantizer_model", "RequantizerModel"]
-
-
-class Rounding(enum.Enum, shape=1):
-    """Rounding mode of one beat."""
-    #: To nearest, ties to even.
-    NEAREST_EVEN = 0
-    #: Up with probability equal to the discarded fraction, from the lane's PRNG bits.
-    STOCHASTIC = 1
-
-    @property
-    def golden_name(self):
-        """The mode's name in :func:`fetta.sim.golden.requantize`."""
-        return {Rounding.NEAREST_EVEN: "nearest_even", Rounding.STOCHASTIC: "stochastic"}[self]
 
 
 # Pipeline stages: shift and rounding decision, then increment and saturation.
