@@ -285,3 +285,30 @@ class BenesDistribution(wiring.Component):
         for p in range(lanes):
             m.d.comb += self.o.payload[p].eq(words[p])
         return m
+
+
+def resource_table(lanes=(8, 16, 32, 64), widths=(8, 16), register_every=(1,)):
+    """Return a Markdown table of Yosys cell counts (builtin Yosys, single-bit cells)."""
+    from ..sim.resources import yosys_stats
+    rows = ["| lanes | width | registers every | stages | switches | latency | `$_MUX_` "
+            "| flip-flops (data + config + valid) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for k in register_every:
+        for lane_count in lanes:
+            for width in widths:
+                dut = BenesDistribution(lanes=lane_count, width=width, register_every=k)
+                cells = yosys_stats(dut)
+                flops = sum(count for kind, count in cells.items() if "DFF" in kind)
+                rows.append(f"| {lane_count} | {width} | {k} | {len(dut.strides)} | {dut.switches} "
+                            f"| {dut.latency} | {cells['$_MUX_']:,} | {flops:,} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(description="Resource table of the distribution network")
+    parser.add_argument("--lanes", type=int, nargs="+", default=[8, 16, 32, 64])
+    parser.add_argument("--widths", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--register-every", type=int, nargs="+", default=[1])
+    args = parser.parse_args()
+    print(resource_table(args.lanes, args.widths, args.register_every))

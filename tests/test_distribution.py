@@ -299,3 +299,20 @@ def test_distribution_in_verilator(lanes, width, register_every, beats, seed, mo
                      elaborate=lambda: BenesDistribution(**config))
     params = dict(config, latency=dut.latency, beats=beats, seed=seed)
     assert build.test("bench_distribution", params=params) == 1
+
+
+# -- resources ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lanes,width,register_every", [(4, 4, 1), (8, 3, 4)])
+def test_yosys_cell_counts(lanes, width, register_every):
+    from fetta.sim.resources import yosys_stats
+    dut = BenesDistribution(lanes=lanes, width=width, register_every=register_every)
+    cells = yosys_stats(dut)
+    stages = 5 * (lanes.bit_length() - 1) - 4
+    # Two 2:1 multiplexers of `width` bits per switch.
+    assert cells["$_MUX_"] == stages * lanes // 2 * 2 * width
+    # After each register group: the words, the modes of the stages still ahead, and valid.
+    ends = [min(g + register_every, stages) for g in range(0, stages, register_every)]
+    flops = sum(lanes * width + (stages - end) * lanes + 1 for end in ends)
+    assert sum(count for kind, count in cells.items() if "DFF" in kind) == flops
+    assert set(cells) <= {"$_MUX_", "$_DFF_P_", "$_SDFF_PP0_"}
