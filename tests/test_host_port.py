@@ -1,13 +1,26 @@
+import asyncio
 import gc
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fetta.hw import isa
+from fetta.hw.accelerator import Accelerator, AcceleratorSystem, Datapath, Timing
+from fetta.hw.config import AcceleratorConfig
 from fetta.hw.host_port import (AXI4LiteResponse, AXI4LiteSignature, HostPort, HostPortExample,
                                 HostPortExampleModel, RegisterBusSignature)
+from fetta.search.layout import TensorLayout
+from fetta.sim.driver import (Driver, DriverTimeout, HostBusError, LinkBackend, ModelBackend,
+                              RegisterAccess, RTLBackend, run_sync)
 from fetta.sim.rtl import RTLBuild
 
+from accelerator_programs import CASES, build
 from sim_util import run_testbench
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "rtl"))
+from bench_host_port import check_case, drive_case  # noqa: E402
 
 OKAY, SLVERR = AXI4LiteResponse.OKAY, AXI4LiteResponse.SLVERR
 
@@ -452,3 +465,285 @@ def test_example_in_verilator(read_latency, seed):
     build = RTLBuild(name="host_port_example", config=config,
                      elaborate=lambda: HostPortExample(**config))
     assert build.test("bench_host_port", params={"depth": 32, "seed": seed}) == 1
+
+
+# The driver.
+
+SMALL = AcceleratorConfig(lanes=4, acc_width=16, depth=32, prog_depth=32, dist_routes=8,
+                          red_routes=4)
+
+
+class SimHostBus(RegisterAccess):
+    """The accelerator's handshaked host bus in the Amaranth simulator, as a driver backend."""
+
+    def __init__(self, ctx, bus):
+        self.ctx, self.bus = ctx, bus
+
+    async def _access(self, address, write, value=0):
+        ctx, bus = self.ctx, self.bus
+        ctx.set(bus.addr, address >> 2)
+        ctx.set(bus.w_data, value)
+        ctx.set(bus.w_mask, 0xF)
+        ctx.set(bus.w_en if write else bus.r_en, 1)
+        for _ in range(16):
+            ack, data, err = ctx.get(bus.ack), ctx.get(bus.r_data), ctx.get(bus.err)
+            await ctx.tick()
+            if ack:
+                break
+        else:
+            raise AssertionError(f"no ack at {address:#x}")
+        ctx.set(bus.w_en, 0)
+        ctx.set(bus.r_en, 0)
+        if err:
+            raise HostBusError(address, write=write)
+        return data
+
+    async def _read32(self, address):
+        return await self._access(address, False)
+
+    async def _write32(self, address, value):
+        await self._access(address, True, value)
+
+
+def _probe_accesses(config, rng):
+    """Reads and writes over the whole register map: every CSR offset, each window's edges and
+    random words of it, values beyond the field widths."""
+    dp = Datapath(config)
+    sizes = {"CSR": 0x1000, "PROGRAM": 8 * config.prog_depth,
+             "DIST_ROUTES": 4 * dp.dist_words * config.dist_routes,
+             "RED_ROUTES": 4 * dp.red_words * config.red_routes, "SCRATCHPAD": 4 * config.words}
+    accesses = [("r", offset, 0) for offset in range(0, 0x100, 4)] + [("r", 0xFFC, 0)]
+    for name, (offset, access, _) in isa.CSR.items():
+        if name != "CTRL":
+            accesses.append(("w", offset, int(rng.integers(1 << 32))))
+            accesses.append(("r", offset, 0))
+    for name, (base, _) in isa.WINDOWS.items():
+        if name == "CSR":
+            continue
+        edges = [base, base + sizes[name] - 4, base + sizes[name], base - 4]
+        edges += [base + 4 * int(k) for k in rng.integers(0, sizes[name] // 4, 6)]
+        for address in edges:
+            accesses.append(("w", address, int(rng.integers(1 << 32))))
+            accesses.append(("r", address, 0))
+    return accesses
+
+
+def test_model_backend_answers_like_the_rtl(seed):
+    """Register-level: every probe gets the same value or the same rejection from both."""
+    rng = np.random.default_rng(seed)
+    accesses = _probe_accesses(SMALL, rng)
+    model = ModelBackend(SMALL)
+    dut = Accelerator(SMALL)
+    got = []
+
+    async def bench(ctx):
+        rtl = SimHostBus(ctx, dut.host)
+        for kind, address, value in accesses:
+            try:
+                if kind == "r":
+                    got.append(await rtl.read32(address))
+                else:
+                    await rtl.write32(address, value)
+                    got.append(None)
+            except HostBusError:
+                got.append("rejected")
+
+    run_testbench(dut, bench)
+    want = []
+    for kind, address, value in accesses:
+        try:
+            want.append(run_sync(model.read32(address)) if kind == "r"
+                        else run_sync(model.write32(address, value)))
+        except HostBusError:
+            want.append("rejected")
+    mismatches = [(kind, hex(address), value, g, w)
+                  for (kind, address, value), g, w in zip(accesses, got, want) if g != w]
+    assert not mismatches, mismatches[:10]
+    assert 10 < want.count("rejected") < len(want) // 2
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_driver_on_model_gives_the_expected_results(name, seed):
+    case = build(name, SMALL, seed)
+    driver = run_sync(Driver.connect(ModelBackend(SMALL)))
+    assert driver.config == SMALL
+    check_case(run_sync(drive_case(driver, case)), case)
+
+
+def test_driver_same_script_on_model_and_simulated_rtl(seed):
+    """One driver script on the model and on the accelerator's RTL in the Amaranth simulator."""
+    cases = [build(name, SMALL, seed + k)
+             for k, name in enumerate(["matmul_grouped", "saturation", "copy_relayout"])]
+    model = run_sync(Driver.connect(ModelBackend(SMALL)))
+    want = [run_sync(drive_case(model, case)) for case in cases]
+    dut = Accelerator(SMALL)
+    got = []
+
+    async def bench(ctx):
+        driver = await Driver.connect(SimHostBus(ctx, dut.host))
+        for case in cases:
+            got.append(await drive_case(driver, case))
+
+    run_testbench(dut, bench)
+    for case, g, w in zip(cases, got, want):
+        check_case(g, case)
+        assert (g["status"], g["counters"], g["error"]) == (w["status"], w["counters"], w["error"])
+
+
+def test_tensors_round_trip_and_leave_gaps_alone(seed):
+    rng = np.random.default_rng(seed)
+    # Rows of `i` four apart leave a gap row between them for another tensor.
+    layout = TensorLayout(name="T", indices=("i", "j"), sizes=(3, 6), lanes=4,
+                          lane_indices=(("j", 3),), row_strides={"i": 4, "j": 1},
+                          region=2, base=5)
+    assert layout.rows_needed > 6, "the layout must have gaps"
+    driver = Driver(ModelBackend(SMALL), SMALL)
+    sentinel = np.full((SMALL.depth, SMALL.lanes), -7)
+    run_sync(driver.write_rows(2, 0, sentinel))
+    array = rng.integers(SMALL.word_min, SMALL.word_max + 1, (3, 6))
+    run_sync(driver.write_tensor(array, layout))
+    np.testing.assert_array_equal(run_sync(driver.read_tensor(layout)), array)
+    rows = run_sync(driver.read_rows(2, 0, SMALL.depth))
+    used = np.unique(layout.positions()[0]) + 5
+    untouched = np.setdiff1d(np.arange(SMALL.depth), used)
+    assert (rows[untouched] == -7).all()
+    assert (rows[used][:, 3] == 0).all(), "padding lanes of used rows hold 0"
+
+
+class _FakeLink:
+    """A blocking link (the interface of the board's UART link) over the model backend."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.calls = 0
+
+    def read32(self, address):
+        self.calls += 1
+        try:
+            return run_sync(self.backend.read32(address))
+        except HostBusError as e:
+            raise IOError("bridge status BUS_ERROR") from e
+
+    def write32(self, address, value):
+        self.calls += 1
+        run_sync(self.backend.write32(address, value))
+
+    def read_block(self, address, count):
+        self.calls += 1
+        return run_sync(self.backend.read_block(address, count))
+
+    def write_block(self, address, words):
+        self.calls += 1
+        run_sync(self.backend.write_block(address, words))
+
+
+def test_link_backend_runs_the_same_script(seed):
+    case = build("batched_transposed", SMALL, seed)
+    link = _FakeLink(ModelBackend(SMALL))
+    driver = run_sync(Driver.connect(LinkBackend(link)))
+    check_case(run_sync(drive_case(driver, case)), case)
+    assert link.calls > 10
+    with pytest.raises(HostBusError, match="read at 0x5000 rejected: bridge status BUS_ERROR"):
+        run_sync(driver.backend.read32(0x5000))
+
+
+def test_start_wait_clear_and_errors():
+    driver = Driver(ModelBackend(SMALL), SMALL)
+    with pytest.raises(DriverTimeout, match="no DONE after 3 status polls"):
+        run_sync(driver.wait(3))
+    run_sync(driver.load_program([isa.encode(isa.Opcode.NOP), 0xF]))
+    status, counters, error = run_sync(driver.run())
+    assert status.done and status.error and error == (isa.Cause.ILLEGAL, 1)
+    with pytest.raises(RuntimeError, match="START refused: the accelerator is in error"):
+        run_sync(driver.start())
+    run_sync(driver.clear())
+    assert run_sync(driver.error()) is None and not run_sync(driver.status()).done
+    run_sync(driver.load_program([isa.encode(isa.Opcode.HALT)], at=1))
+    status, counters, error = run_sync(driver.run())
+    assert status.done and error is None
+    t = Timing.from_config(SMALL)
+    assert counters == {"cycles": 2 * t.instr, "busy": 0, "macs": 0, "stalls": 0}
+    with pytest.raises(HostBusError, match="write at 0x0 rejected: ID is read-only"):
+        run_sync(driver.backend.write32(0, 1))
+    with pytest.raises(HostBusError, match="read at 0x3fffffc rejected: outside every window"):
+        run_sync(driver.backend.read32(0x3FFFFFC))
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda d: d.backend.read32(2), ValueError,
+     "Address must be a word-aligned integer from 0 to 2\\*\\*32 - 4, not 2"),
+    (lambda d: d.backend.write32(0x50, -1), ValueError,
+     "Word must be an integer from 0 to 2\\*\\*32 - 1, not -1"),
+    (lambda d: d.backend.read_block(0, -1), ValueError,
+     "Count must be a non-negative integer, not -1"),
+    (lambda d: d.load_program([0] * 33), ValueError,
+     "A program of 33 instructions at 0 does not fit prog_depth = 32"),
+    (lambda d: d.load_program([1 << 64]), ValueError,
+     "Instruction words must be 64-bit unsigned, not 18446744073709551616"),
+    (lambda d: d.load_routes(dist={8: 0}), ValueError,
+     "DIST_ROUTES entry must be from 0 to 7, not 8"),
+    (lambda d: d.write_rows(0, 0, np.zeros((2, 3), int)), ValueError,
+     "Rows must have shape \\(rows, 4\\), not \\(2, 3\\)"),
+    (lambda d: d.write_rows(0, 0, np.full((1, 4), 128)), ValueError,
+     "Row values must be signed 8-bit integers, from -128 to 127"),
+    (lambda d: d.write_rows(4, 0, np.zeros((1, 4), int)), ValueError,
+     "Region must be from 0 to 3, not 4"),
+    (lambda d: d.read_rows(0, 31, 2), ValueError, "Rows 31 to 31 \\+ 2 do not fit depth = 32"),
+])
+def test_driver_rejects_bad_arguments(call, error, message):
+    driver = Driver(ModelBackend(SMALL), SMALL)
+    with pytest.raises(error, match=message):
+        run_sync(call(driver))
+
+
+def test_driver_and_backends_reject_bad_objects():
+    with pytest.raises(TypeError, match="Backend must be a RegisterAccess, not 5"):
+        Driver(5, SMALL)
+    with pytest.raises(TypeError, match="Config must be an AcceleratorConfig, not None"):
+        Driver(ModelBackend(SMALL), None)
+    with pytest.raises(TypeError, match="Model backend needs a Machine or an AcceleratorConfig, "
+                                        "not 'x'"):
+        ModelBackend("x")
+    with pytest.raises(TypeError, match="Link must have a read32\\(\\) method, not 3"):
+        LinkBackend(3)
+    with pytest.raises(ValueError, match="Pause probability must be from 0 to 1 \\(excluded\\), "
+                                         "not 1.0"):
+        RTLBackend(None, pause=1.0)
+
+
+def test_connect_checks_the_id():
+    backend = ModelBackend(SMALL)
+    with pytest.raises(IOError, match="ID register reads 0x00000000, not 0x46455441"):
+        run_sync(Driver.connect(LinkBackend(_ZeroLink())))
+    assert run_sync(Driver.connect(backend)).config == SMALL
+
+
+class _ZeroLink:
+    def read32(self, address):
+        return 0
+
+    write32 = read_block = write_block = read32
+
+
+def test_run_sync_refuses_suspending_coroutines():
+    async def suspends():
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="the coroutine suspended"):
+        run_sync(suspends())
+
+
+@pytest.mark.rtl
+def test_driver_on_rtl_through_axi_matches_model(seed, monkeypatch):
+    """The same driver script on the accelerator's Verilog behind its AXI4-Lite port (cocotbext-axi
+    master, random back-pressure on every channel) and on the model: identical results, status
+    and counters, and equal to each case's numpy expectations."""
+    config = AcceleratorConfig()
+    # The same build as the accelerator's own Verilator test (same name and configuration).
+    build_ = RTLBuild(name="accelerator_system", config=config.to_dict(),
+                      elaborate=lambda: AcceleratorSystem(config))
+    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
+    cases = ["matmul_grouped", "illegal_opcode", "batched_transposed", "saturation"]
+    assert build_.test("bench_host_port", testcase="driver_matches_model",
+                       params={"config": config.to_dict(), "seed": seed, "pause": 0.3,
+                               "cases": cases}) == 1
