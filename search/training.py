@@ -20,6 +20,7 @@ the start) to its last use; the forward output and the gradients stay live to th
 schedule reports the elements of every tensor and the live set at every step.
 """
 
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from .csse import ContractionTree, _einsum, _inputs, search
 
 __all__ = [
     "TrainingStep", "TrainingSchedule", "training_schedule", "plan_training_step",
-    "independent_macs", "benchmark_training", "print_training_benchmark",
+    "independent_macs", "exhaustive_joint_macs", "benchmark_training",
+    "print_training_benchmark",
 ]
 
 
@@ -304,6 +306,97 @@ def plan_training_step(layer, *, tokens=None, k=8, input_grad=True):
 def independent_macs(layer, tokens=None):
     """MACs of a training step whose networks are each contracted along their own optimum."""
     return sum(search(net, 1)[0].macs for net in layer.networks(tokens).values())
+
+
+def exhaustive_joint_macs(forward_network, *, wrt=None, max_tensors=5):
+    """Fewest MACs of any DAG of pairwise steps that computes the output and the gradients.
+
+    A check of the reverse-mode schedule, by exhaustion, for small networks. Every intermediate
+    of a pairwise DAG is the contraction of a set ``S`` of the tensors ``U`` (the leaves and the
+    incoming gradient ``dy``, which carries the output's indices), and its indices are those
+    shared between ``S`` and ``U - S`` whichever target it serves. The targets are ``U - {dy}``
+    (the output) and ``U - {L}`` (the gradient of leaf ``L``). The search takes one contraction
+    tree per target, counts each (set, split) step once however many targets share it, and
+    returns the minimum total by branch and bound.
+
+    Parameters
+    ----------
+    forward_network : TensorNetwork
+        Without indices held by a single tensor and absent from the output.
+    wrt : iterable of str, optional
+        Leaves whose gradients are wanted (default: all).
+    max_tensors : int
+        Refuse networks with more leaves than this (the number of trees grows as
+        ``(2n - 3)!!`` per target).
+
+    Raises
+    ------
+    ValueError
+        If the network has more than ``max_tensors`` or fewer than two tensors, or an index held
+        by a single tensor and absent from the output.
+    """
+    net = forward_network
+    if not 2 <= len(net.tensors) <= max_tensors:
+        raise ValueError(f"Exhaustive search takes networks of 2 to {max_tensors} tensors, not "
+                         f"{len(net.tensors)}")
+    idx = {t.name: frozenset(t.indices) for t in net.tensors}
+    for name, ix in idx.items():
+        for i in ix:
+            if i not in net.output and not any(i in v for n, v in idx.items() if n != name):
+                raise ValueError(f"Index {i!r} of tensor {name!r} appears in no other tensor "
+                                 f"and not in the output")
+    grad = object()  # the incoming gradient, a name no tensor can have
+    idx[grad] = frozenset(net.output)
+    universe = frozenset(idx)
+    order = {n: k for k, n in enumerate(idx)}
+
+    def kept(part):
+        inside = frozenset().union(*(idx[n] for n in part))
+        outside = frozenset().union(*(idx[n] for n in universe - part))
+        return inside & outside
+
+    def step_macs(part, first):
+        return prod(net.sizes[i] for i in kept(first) | kept(part - first))
+
+    def trees(part):
+        # Every tree of ``part`` as a frozenset of (set, first part) steps.
+        if len(part) == 1:
+            return [frozenset()]
+        members = sorted(part, key=order.__getitem__)
+        found = []
+        for r in range(len(members) - 1):
+            for extra in itertools.combinations(members[1:], r):
+                first = frozenset((members[0],) + extra)
+                for a in trees(first):
+                    for b in trees(part - first):
+                        found.append(a | b | {(part, first)})
+        return found
+
+    leaves = [t.name for t in net.tensors] if wrt is None else list(wrt)
+    targets = [universe - {grad}] + [universe - {n} for n in leaves]
+    cost = {}
+    options = []
+    for target in targets:
+        ts = trees(target)
+        for t in ts:
+            for step in t:
+                if step not in cost:
+                    cost[step] = step_macs(*step)
+        options.append(sorted(ts, key=lambda t: sum(cost[s] for s in t)))
+    best = [sum(cost[s] for t in (o[0] for o in options) for s in t)]
+
+    def extend(k, done, total):
+        if total >= best[0]:
+            return
+        if k == len(options):
+            best[0] = total
+            return
+        for t in options[k]:
+            new = t - done
+            extend(k + 1, done | new, total + sum(cost[s] for s in new))
+
+    extend(0, frozenset(), 0)
+    return best[0]
 
 
 def benchmark_training(layers=None, *, tokens=None, k=8):

@@ -224,3 +224,40 @@ def test_random_layers(spec, k, input_grad, seed):
     if input_grad:
         assert schedule.macs == 3 * schedule.forward_macs
     _check_gradients(layer, schedule, _random_inputs(layer, np.random.default_rng(seed)))
+
+
+@pytest.mark.parametrize("layer", [v for v in LAYERS if len(v.cores) <= 4], ids=lambda v: v.id)
+def test_no_pairwise_dag_beats_reverse_mode(layer):
+    fwd = layer.forward_network()
+    assert training.exhaustive_joint_macs(fwd) == training.plan_training_step(layer, k=1).macs
+    # Without dx the exhaustive search must not do worse than reverse mode either.
+    first = training.plan_training_step(layer, k=1, input_grad=False)
+    assert training.exhaustive_joint_macs(fwd, wrt=layer.core_names) <= first.macs
+
+
+def test_exhaustive_joint_on_random_networks():
+    # A fixed sample of networks of 2 to 4 tensors with hyperedges and outer products.
+    rng = np.random.default_rng(1)
+    letters = list("abcdefg")
+    for _ in range(150):
+        tensors = [Tensor(f"T{k}", tuple(rng.choice(letters, size=int(rng.integers(1, 4)),
+                                                    replace=False)))
+                   for k in range(int(rng.integers(2, 5)))]
+        counts = {}
+        for t in tensors:
+            for i in t.indices:
+                counts[i] = counts.get(i, 0) + 1
+        out = [i for i in counts if counts[i] == 1 or rng.random() < 0.3]
+        net = TensorNetwork(tensors, {c: int(rng.integers(1, 6)) for c in letters}, out)
+        best = csse.optimal_tree(net)
+        assert training.exhaustive_joint_macs(net) == training.training_schedule(best).macs
+
+
+def test_exhaustive_joint_errors():
+    big = load_layers()[4].forward_network()
+    with pytest.raises(ValueError, match=r"networks of 2 to 5 tensors, not 7"):
+        training.exhaustive_joint_macs(big)
+    dangling = TensorNetwork([Tensor("x", ("a", "b")), Tensor("G1", ("b", "c"))],
+                             {"a": 2, "b": 2, "c": 2}, ("c",))
+    with pytest.raises(ValueError, match=r"Index 'a' of tensor 'x' appears in no other tensor"):
+        training.exhaustive_joint_macs(dangling)
