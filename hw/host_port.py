@@ -213,8 +213,10 @@ class HostPort(wiring.Component):
     after the cycle in which the AR handshake happens, and ``bvalid`` rises
     :attr:`write_response_latency` cycles after the cycle in which the later of the AW and W
     handshakes happens; a handshaked bus adds its wait states, an out-of-range access takes the
-    write latency on both channels. Throughput: one access per ``write_response_latency + 1``
-    cycles per direction at best.
+    write latency on both channels. Throughput without stalls: one write every 3 cycles, one read
+    every ``3 + read_latency`` cycles, a write and a read together every ``4 + read_latency``
+    cycles (the bus serves one access at a time; a handshaked bus counts as latency 0 plus its
+    wait states).
 
     Parameters
     ----------
