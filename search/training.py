@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from math import prod
 
-
 from .csse import ContractionTree, _einsum, _inputs, search
 
 __all__ = [
