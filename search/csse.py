@@ -473,7 +473,7 @@ def benchmark_search(layers=None, *, k=1, tokens=None):
             best = search(net, k)[0]
             seconds = time.perf_counter() - start
             rows.append({
-                "layer": _layer_id(layer), "network": kind, "tensors": len(net.tensors),
+                "layer": layer.id, "network": kind, "tensors": len(net.tensors),
                 "macs": best.macs, "sequential_macs": sequential_tree(net).macs,
                 "greedy_macs": greedy_tree(net).macs, "seconds": seconds,
             })
@@ -507,14 +507,6 @@ def benchmark_random_networks(tensors=10, *, count=20, k=1, seed=0):
         search(net, k)
         times.append(time.perf_counter() - start)
     return times
-
-
-def _layer_id(layer):
-    for attr in ("id", "name"):
-        value = getattr(layer, attr, None)
-        if value:
-            return str(value)
-    return type(layer).__name__
 
 
 def print_benchmark(rows=None, *, file=None):

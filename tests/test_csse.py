@@ -266,6 +266,15 @@ def test_tree_rejects_bad_nesting():
         csse.ContractionTree(net, (("x", "G1", "G2"), "G3"))
 
 
+def test_reference_tree_rejects_one_tensor_sums():
+    # opt_einsum sums an index held by one tensor in a one-tensor step first.
+    net = TensorNetwork([Tensor("x", ("a", "b")), Tensor("y", ("b", "c"))],
+                        {"a": 2, "b": 3, "c": 4}, ("c",))
+    with pytest.raises(ValueError, match=r"pair of distinct positions among 2 tensors, not \(0,\)"):
+        csse.reference_tree(net)
+    assert csse.optimal_tree(net).macs == 2 * 3 * 4  # a is summed in the pairwise step
+
+
 def test_tree_from_path_rejects_bad_paths():
     net = SPECS_AND_LAYERS[0][1].forward_network()
     with pytest.raises(ValueError, match=r"pair of distinct positions among 4 tensors, not \(0,\)"):
