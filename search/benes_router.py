@@ -315,3 +315,33 @@ def route_broadcast_benes(sources):
     if not solve(len(strides) - 1, tuple(sources)):
         return None
     return np.array(chosen, dtype=np.uint8)
+
+
+_LETTERS = {_PASS: "=", _SWAP: "x", _B_UP: "^", _B_LOW: "v"}
+
+
+def register(sub):
+    """Add the ``route`` subcommand to the ``fetta`` command line (``sub`` from ``add_subparsers``).
+
+    ``fetta route S0 S1 ... S(L-1)`` routes the pattern (output lane ``o`` takes input ``S_o``) and
+    prints the switch modes stage by stage and the packed configuration value.
+    """
+    parser = sub.add_parser("route", help="route a pattern through the distribution network",
+                            description="Route a permutation or multicast: output lane o takes "
+                                        "the input lane given as the o-th argument.")
+    parser.add_argument("sources", type=int, nargs="+", help="input lane of each output lane")
+    parser.set_defaults(run=_run_route)
+
+
+def _run_route(args):
+    from ..hw.distribution import model, pack_config
+    modes = route_multicast(args.sources)
+    lanes = len(args.sources)
+    if model(modes, [list(range(lanes))])[0].tolist() != list(args.sources):
+        raise RuntimeError(f"route of {args.sources} does not realize it in the model")
+    print(f"{lanes} lanes, {len(modes)} stages; modes: = pass, x swap, ^ broadcast upper, "
+          f"v broadcast lower")
+    for stride, row in zip(network_strides(lanes), modes):
+        print(f"stride {stride:>3}: {''.join(_LETTERS[int(m)] for m in row)}")
+    print(f"config = {pack_config(modes, lanes):#x}")
+    return 0

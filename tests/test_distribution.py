@@ -316,3 +316,17 @@ def test_yosys_cell_counts(lanes, width, register_every):
     flops = sum(lanes * width + (stages - end) * lanes + 1 for end in ends)
     assert sum(count for kind, count in cells.items() if "DFF" in kind) == flops
     assert set(cells) <= {"$_MUX_", "$_DFF_P_", "$_SDFF_PP0_"}
+
+
+def test_route_subcommand(capsys):
+    import argparse
+    from fetta.search import benes_router
+    parser = argparse.ArgumentParser()
+    benes_router.register(parser.add_subparsers())
+    args = parser.parse_args(["route", "3", "4", "3", "6", "2", "4", "6", "7"])
+    assert args.run(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("8 lanes, 11 stages")
+    value = int(out[-1].split("= ")[1], 16)
+    modes = unpack_config(value, 8)
+    assert model(modes, [[10, 11, 12, 13, 14, 15, 16, 17]]).tolist() == [[13, 14, 13, 16, 12, 14, 16, 17]]
