@@ -1,0 +1,565 @@
+"""The mapper: one pairwise contraction ``C = sum A * B`` compiled to microcode, routes and a cycle count.
+
+Given the layouts of A, B and C in the scratchpad (:class:`fetta.search.layout.TensorLayout`; index
+names say which index is which), :func:`map_contraction` decides
+
+* **space**: which index parts run across the CE lanes. A part can be spatial only where it sits on
+  the lanes of every tensor that has it; operands that lack it are multicast over it, and
+  contracted spatial parts are summed by the reduction network, whose route also places each sum on
+  the lane the result's layout wants (so C's lane order is free);
+* **pinned parts**: an output part on the lanes of some tensors but on the rows of another is fixed
+  per STEP (one step per value; the routes pick that value's word and the write mask that value's
+  lanes). So are spatial parts that do not fit L lanes together, fewest steps first;
+* **time**: every other part is a loop level, contracted parts innermost (the temporal reduction),
+  output parts outside, with one row stride per operand; adjacent levels merge when their strides
+  allow, levels beyond ``loop_levels`` become several STEPs;
+* the **routes**: distribution entries from :func:`fetta.search.benes_router.route_multicast`,
+  reduction entries from :func:`fetta.search.reduction_router.plan_reduction` (with its fallback,
+  a regrouping folded into the distribution routes), with ``keep``/``write`` masks for padding.
+
+A contracted index must sit on the lanes of both operands or on the rows of both: the temporal
+reduction cannot cross STEPs. Indices split on the lanes must use the same factor in every tensor.
+Otherwise :exc:`MapperError` names the index; :func:`map_relayout` compiles an explicit re-layout
+(copy) pass that fixes the layout, and :func:`choose_layouts` picks layouts that never need one.
+
+Operands must hold 0 in their padding (as :meth:`TensorLayout.pack` writes them); the mapper keeps
+that true of the results it writes, so results can be the next step's operands.
+"""
+
+import dataclasses
+import itertools
+
+import numpy as np
+
+from ..hw import isa
+from ..hw.accelerator import Datapath, Timing
+from ..hw.config import AcceleratorConfig
+from ..hw.distribution import pack_config as pack_dist_config
+from ..hw.isa import Opcode, Rounding
+from .benes_router import route_multicast
+from .layout import LayoutError, TensorLayout, natural_layout
+from .reduction_router import plan_reduction
+
+__all__ = ["MapperError", "Program", "map_contraction", "map_relayout", "choose_layouts",
+           "natural_layout", "TensorLayout"]
+
+_MAX_COUNT = (1 << 15) - 1
+_STRIDE_LIMIT = 1 << 13
+_ROUNDING = {"nearest_even": Rounding.NEAREST_EVEN, "stochastic": Rounding.STOCHASTIC}
+
+
+class MapperError(ValueError):
+    """A contraction the mapper cannot compile, with the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """Microcode and route-table entries of one contraction (or re-layout), with its cost.
+
+    Attributes
+    ----------
+    words : tuple of int
+        64-bit instructions, without a final HALT (programs can be chained).
+    dist_routes : tuple of (int, int)
+        ``(entry, configuration bits)`` of the distribution route table.
+    red_routes : tuple of (int, int)
+        ``(entry, packed bits)`` of the reduction route table (configuration, keep, write).
+    cycles : int
+        Cycles of ``words`` from :class:`fetta.hw.accelerator.Timing` (no HALT).
+    halt_cycles : int
+        Cycles of the HALT that :meth:`image` appends.
+    macs : int
+        Useful multiply-accumulates: the product of all index extents (0 for a re-layout).
+    issued_macs : int
+        L per beat of the multiplying steps (the ``MACS`` counter).
+    steps : int
+        STEP instructions.
+    copies : int
+        STEPs that copy a tensor (``b_one``, the whole of :func:`map_relayout`).
+    fills : int
+        ``b_one`` STEPs that only write 0 into padding lanes of the result (keep mask empty).
+    lanes : int
+    spatial, pinned, temporal : tuple of str
+        The index parts in each role, for reports (``"k"`` whole index, ``"k0"`` lane part,
+        ``"k1"`` row part of a split index).
+    """
+    words: tuple
+    dist_routes: tuple
+    red_routes: tuple
+    cycles: int
+    halt_cycles: int
+    macs: int
+    issued_macs: int
+    steps: int
+    lanes: int
+    copies: int = 0
+    fills: int = 0
+    spatial: tuple = ()
+    pinned: tuple = ()
+    temporal: tuple = ()
+
+    @property
+    def utilization(self):
+        """Useful MACs per lane-cycle: ``macs / (cycles * L)``."""
+        return self.macs / (self.cycles * self.lanes) if self.cycles else 0.0
+
+    @property
+    def relayouts(self):
+        """STEPs that copy a tensor (``b_one`` set, not zero-filling padding)."""
+        return self.copies
+
+    def image(self, *, halt=True):
+        """The instruction words, with a HALT appended unless ``halt`` is False."""
+        return list(self.words) + ([isa.encode(Opcode.HALT)] if halt else [])
+
+    def text(self):
+        """The microcode as assembly."""
+        return isa.disassemble(self.words)
+
+    def load(self, machine, *, at=0):
+        """Write the program (with HALT) and the route entries into ``machine`` (a model or driver
+        with ``load_program``, ``set_dist_route`` and ``set_red_route``)."""
+        machine.load_program(self.image(), at=at)
+        for entry, bits in self.dist_routes:
+            machine.set_dist_route(entry, bits)
+        for entry, bits in self.red_routes:
+            machine.set_red_route(entry, bits)
+
+
+@dataclasses.dataclass
+class _Part:
+    """One part of an index: the whole index, its lane part (x0) or its row part (x1)."""
+    index: str
+    label: str
+    size: int
+    scale: int          # index value = sum of part value * scale
+    homes: dict         # tensor key -> ("lane", weight) or ("row", stride)
+    contracted: bool
+
+
+def _parts(tensors, extents, c_key):
+    """Split every index into parts common to all tensors; check the factors agree."""
+    parts = []
+    for index, n in extents.items():
+        having = [(key, lay) for key, lay in tensors.items() if index in lay.indices]
+        contracted = index not in tensors[c_key].indices
+        factors = {key: lay.factor(index) for key, lay in having if lay.factor(index) is not None}
+        if len(set(factors.values())) > 1:
+            shown = ", ".join(f"{f} in {tensors[k].name}" for k, f in factors.items())
+            raise MapperError(f"index {index!r} is split on the lanes with different factors ({shown}); "
+                              f"re-lay out one tensor (map_relayout) to a common factor")
+        if not factors:
+            homes = {key: ("row", lay.stride(index)) for key, lay in having}
+            parts.append(_Part(index, index, n, 1, homes, contracted))
+            continue
+        f = next(iter(factors.values()))
+        lane = {key: ("lane", lay.lane_weight(index)) if key in factors else ("row", lay.stride(index))
+                for key, lay in having}
+        row = {key: ("row", lay.stride(index) * (1 if key in factors else f)) for key, lay in having}
+        outer = -(-n // f)
+        label0, label1 = (index, None) if outer == 1 else (f"{index}0", f"{index}1")
+        if f > 1:
+            parts.append(_Part(index, label0, f, 1, lane, contracted))
+        if outer > 1:
+            parts.append(_Part(index, label1 if f > 1 else index, outer, f, row, contracted))
+    return parts
+
+
+def _check_tensors(a, b, c, config):
+    tensors = {"a": a, "c": c} if b is None else {"a": a, "b": b, "c": c}
+    for key, lay in tensors.items():
+        if not isinstance(lay, TensorLayout):
+            raise MapperError(f"operand {key.upper()} must be a TensorLayout, not {lay!r}")
+        try:
+            lay.check_fits(config)
+        except LayoutError as e:
+            raise MapperError(str(e)) from None
+    regions = [lay.region for lay in tensors.values()]
+    if len(set(regions)) != len(regions):
+        names = ", ".join(f"{lay.name} in {lay.region}" for lay in tensors.values())
+        raise MapperError(f"operands and result must be in distinct regions ({names})")
+    extents = {}
+    for lay in tensors.values():
+        for index, size in zip(lay.indices, lay.sizes):
+            if extents.setdefault(index, (size, lay.name))[0] != size:
+                raise MapperError(f"index {index!r} has extent {extents[index][0]} in "
+                                  f"{extents[index][1]} but {size} in {lay.name}")
+    operands = set(a.indices) | (set() if b is None else set(b.indices))
+    for index in c.indices:
+        if index not in operands:
+            raise MapperError(f"index {index!r} of {c.name} appears in neither operand")
+    if b is None and set(a.indices) != set(c.indices):
+        raise MapperError(f"a re-layout needs the same indices in {a.name} {a.indices!r} and "
+                          f"{c.name} {c.indices!r}")
+    return tensors, {x: s for x, (s, _) in extents.items()}
+
+
+class _Emitter:
+    """Turns loop nests into LOOP/BASE/STEP words, tracking register state and cycles."""
+
+    def __init__(self, config, timing):
+        self.config = config
+        self.timing = timing
+        self.words = []
+        self.cycles = 0
+        self.steps = 0
+        self.beats_mult = 0
+        self.counts = {"copy": 0, "fill": 0}
+        self.loops = [None] * config.loop_levels
+        self.base = None
+
+    def _word(self, opcode, **fields):
+        try:
+            word = isa.encode(opcode, **fields)
+            isa.check(*isa.decode(word), self.config)
+        except isa.IsaError as e:
+            raise MapperError(f"instruction out of range: {e}") from None
+        self.words.append(word)
+
+    def nest(self, levels, red, bases, regions, routes, *, shift, rounding, b_one, kind=None):
+        """Emit a nest; ``levels`` inner to outer as ``(count, stride_a, stride_b, stride_c)``."""
+        kept, red_kept = [], 0
+        for k, level in enumerate(levels):
+            if level[0] > 1:
+                kept.append(list(level))
+                red_kept += k < red
+        merged, merged_red = [], 0
+        for k, level in enumerate(kept):
+            is_red = k < red_kept
+            if merged and (merged_red == len(merged)) == is_red:
+                inner = merged[-1]
+                strides_ok = all(level[1 + t] == inner[0] * inner[1 + t] for t in range(3)
+                                 if not (is_red and t == 2))
+                if strides_ok and inner[0] * level[0] <= _MAX_COUNT:
+                    inner[1:] = [inner[1], inner[2], level[3] if is_red else inner[3]]
+                    inner[0] *= level[0]
+                    continue
+            merged.append(level)
+            merged_red += is_red
+        if merged_red > self.config.loop_levels:
+            raise MapperError(f"the temporal reduction needs {merged_red} loop levels, the "
+                              f"configuration has loop_levels = {self.config.loop_levels}")
+        for level in merged:
+            if level[0] > _MAX_COUNT:
+                raise MapperError(f"a loop of {level[0]} iterations exceeds the count field "
+                                  f"({_MAX_COUNT}); use shorter row parts")
+        if not merged:
+            merged = [[1, 0, 0, 0]]
+        inner, outer = merged[:self.config.loop_levels], merged[self.config.loop_levels:]
+        for values in itertools.product(*(range(level[0]) for level in outer)):
+            base = [bases[t] + sum(v * level[1 + t] for v, level in zip(values, outer))
+                    for t in range(3)]
+            for k, level in enumerate(inner):
+                if self.loops[k] != tuple(level):
+                    self._word(Opcode.LOOP, level=k, count=level[0], stride_a=level[1],
+                               stride_b=level[2], stride_c=level[3])
+                    self.loops[k] = tuple(level)
+                    self.cycles += self.timing.instr
+            if self.base != (tuple(regions), tuple(base)):
+                self._word(Opcode.BASE, region_a=regions[0], region_b=regions[1],
+                           region_c=regions[2], base_a=base[0], base_b=base[1], base_c=base[2])
+                self.base = (tuple(regions), tuple(base))
+                self.cycles += self.timing.instr
+            self._word(Opcode.STEP, levels=len(inner), red=merged_red, route_a=routes[0],
+                       route_b=routes[1], route_c=routes[2], shift=shift, rounding=rounding,
+                       b_one=int(b_one))
+            beats = int(np.prod([level[0] for level in inner]))
+            self.cycles += self.timing.step_cycles(beats)
+            self.steps += 1
+            if kind is not None:
+                self.counts[kind] += 1
+            if not b_one:
+                self.beats_mult += beats
+
+
+class _Routes:
+    """Route-table entries, deduplicated, numbered from a base."""
+
+    def __init__(self, datapath, dist_base, red_base):
+        self.datapath = datapath
+        self.dist, self.red = {}, {}
+        self.dist_base, self.red_base = dist_base, red_base
+
+    def _full(self, name, table, base, size):
+        if base + len(table) >= size:
+            raise MapperError(f"the mapping needs more than {size - base} {name} routes from entry "
+                              f"{base}; the table has {size} entries")
+
+    def dist_entry(self, sources):
+        key = tuple(sources)
+        if key not in self.dist:
+            self._full("distribution", self.dist, self.dist_base, self.datapath.config.dist_routes)
+            bits = pack_dist_config(route_multicast(list(key)), len(key))
+            self.dist[key] = (self.dist_base + len(self.dist), bits)
+        return self.dist[key][0]
+
+    def red_entry(self, config, keep, write):
+        keep, write = tuple(keep), tuple(write)
+        key = (config, keep, write)
+        if key not in self.red:
+            self._full("reduction", self.red, self.red_base, self.datapath.config.red_routes)
+            bits = self.datapath.pack_red_entry(config, keep=keep, write=write)
+            self.red[key] = (self.red_base + len(self.red), bits)
+        return self.red[key][0]
+
+
+def map_contraction(a, b, c, config=None, *, shift=0, rounding="nearest_even", dist_base=0,
+                    red_base=0):
+    """Compile ``C = sum A * B`` over the given layouts into a :class:`Program`.
+
+    Indices are matched by name: an index of C must be in A or B (batch or free), an index of A and
+    B not in C is contracted, an index of only one operand and not of C is summed over that operand.
+
+    Parameters
+    ----------
+    a, b, c : TensorLayout
+        The operands and the result, in three distinct regions. The result is written in layout
+        ``c`` directly (any lane order, lane indices and row strides): no separate transpose pass.
+    config : AcceleratorConfig
+    shift : int
+        Requantizer right shift of the sums.
+    rounding : str
+        ``"nearest_even"`` or ``"stochastic"``.
+    dist_base, red_base : int
+        First route-table entries the program may use (to chain programs).
+
+    Raises
+    ------
+    MapperError
+        With the reason: a tensor that does not fit its region, regions not distinct, an index of C
+        in neither operand, extents that disagree, a contracted index on the lanes of one operand
+        but the rows of the other, lane factors that disagree, a nest beyond the fields or tables.
+    """
+    config = AcceleratorConfig() if config is None else config
+    if not isinstance(config, AcceleratorConfig):
+        raise MapperError(f"config must be an AcceleratorConfig, not {config!r}")
+    if b is None:
+        raise MapperError("operand B is missing; use map_relayout for a copy")
+    return _compile(a, b, c, config, shift=shift, rounding=rounding, dist_base=dist_base,
+                    red_base=red_base)
+
+
+def map_relayout(src, dst, config=None, *, dist_base=0, red_base=0):
+    """Compile an explicit re-layout (copy) of ``src`` into ``dst`` through the networks.
+
+    Each STEP has ``b_one = 1`` (B is 1 on every lane), no temporal reduction and shift 0. This is
+    the "no in-flight shaping" baseline's extra pass, and the fix for layouts a contraction cannot
+    read. Raises :exc:`MapperError` as :func:`map_contraction`.
+    """
+    config = AcceleratorConfig() if config is None else config
+    if not isinstance(config, AcceleratorConfig):
+        raise MapperError(f"config must be an AcceleratorConfig, not {config!r}")
+    return _compile(src, None, dst, config, shift=0, rounding="nearest_even", dist_base=dist_base,
+                    red_base=red_base)
+
+
+def _compile(a, b, c, config, *, shift, rounding, dist_base, red_base):
+    if rounding not in _ROUNDING:
+        raise MapperError(f"rounding must be one of {sorted(_ROUNDING)!r}, not {rounding!r}")
+    if not isinstance(shift, int) or not 0 <= shift < config.sum_width:
+        raise MapperError(f"shift must be an integer from 0 to {config.sum_width - 1}, not {shift!r}")
+    tensors, extents = _check_tensors(a, b, c, config)
+    L = config.lanes
+    datapath = Datapath(config)
+    timing = Timing.from_datapath(datapath)
+    parts = _parts(tensors, extents, "c")
+
+    spatial_k, spatial_out, pinned, temporal = [], [], [], []
+    for p in parts:
+        kinds = {home[0] for home in p.homes.values()}
+        if kinds == {"row"}:
+            temporal.append(p)
+        elif kinds == {"lane"}:
+            (spatial_k if p.contracted else spatial_out).append(p)
+        elif p.contracted:
+            on = [tensors[k].name for k, h in p.homes.items() if h[0] == "lane"]
+            off = [tensors[k].name for k, h in p.homes.items() if h[0] == "row"]
+            raise MapperError(f"contracted index {p.index!r} is on the lanes of {', '.join(on)} but "
+                              f"on the rows of {', '.join(off)}; re-lay out one operand "
+                              f"(map_relayout) or choose compatible layouts")
+        else:
+            pinned.append(p)
+    g = int(np.prod([p.size for p in spatial_k], dtype=object))
+    if g > L:
+        raise MapperError(f"contracted lane parts {[p.label for p in spatial_k]} need {g} lanes, "
+                          f"more than {L}")
+    # Pin the fewest output combinations that let the rest fit the lanes.
+    best = None
+    for r in range(len(spatial_out) + 1):
+        for subset in itertools.combinations(range(len(spatial_out)), r):
+            rest = [p for k, p in enumerate(spatial_out) if k not in subset]
+            if g * int(np.prod([p.size for p in rest], dtype=object)) > L:
+                continue
+            cost = int(np.prod([spatial_out[k].size for k in subset], dtype=object))
+            if best is None or cost < best[0]:
+                best = (cost, subset)
+    pinned += [spatial_out[k] for k in best[1]]
+    spatial_out = [p for k, p in enumerate(spatial_out) if k not in best[1]]
+
+    # CE lanes: spatial output parts (outer, in C's lane order) then contracted parts (inner).
+    c_rank = {x: k for k, (x, _) in enumerate(c.lane_indices)}
+    spatial_out.sort(key=lambda p: c_rank.get(p.index, len(c_rank)))
+    space = spatial_out + spatial_k
+    space_sizes = [p.size for p in space]
+    used = int(np.prod(space_sizes, dtype=object))
+    lane_values = [np.unravel_index(l, space_sizes) if space else () for l in range(used)]
+
+    # Loop order: contracted parts innermost (smallest A stride inside), outputs by C stride.
+    def stride_of(p, key):
+        home = p.homes.get(key)
+        return home[1] if home is not None else 0
+    red_parts = sorted((p for p in temporal if p.contracted), key=lambda p: stride_of(p, "a"))
+    out_parts = sorted((p for p in temporal if not p.contracted), key=lambda p: stride_of(p, "c"))
+    loop_parts = red_parts + out_parts
+    pinned_by_index = {p.index: p for p in pinned if p.scale == 1}
+
+    emitter = _Emitter(config, timing)
+    routes = _Routes(datapath, dist_base, red_base)
+    keys = ("a", "b", "c")
+    regions = [tensors["a"].region, tensors["b"].region if b is not None else None, c.region]
+    if b is None:
+        regions[1] = next(r for r in range(config.regions) if r not in (regions[0], regions[2]))
+    c_pinned_lanes = any(p.homes["c"][0] == "lane" for p in pinned if "c" in p.homes)
+
+    def lane_position(key, values):
+        return sum(values[p.label] * p.homes[key][1] for p in space + pinned
+                   if key in p.homes and p.homes[key][0] == "lane")
+
+    for combo in itertools.product(*(range(p.size) for p in pinned)):
+        fixed = {p.label: v for p, v in zip(pinned, combo)}
+        sources = {}
+        for key in keys[:2] if b is not None else keys[:1]:
+            src = [0] * L
+            for l, vals in enumerate(lane_values):
+                values = dict(fixed)
+                values.update({p.label: int(v) for p, v in zip(space, vals)})
+                src[l] = lane_position(key, values)
+            sources[key] = src
+        groups = {}
+        for l, vals in enumerate(lane_values):
+            values = dict(fixed)
+            values.update({p.label: int(v) for p, v in zip(space, vals)})
+            groups.setdefault(lane_position("c", values), set()).add(l)
+        plan = plan_reduction(groups, L)
+        if plan.permutation is not None:
+            for key in sources:
+                sources[key] = [sources[key][plan.permutation[k]] for k in range(L)]
+        keep = sorted(groups)
+        if not c_pinned_lanes:
+            write = list(range(L))
+        elif not any(v for p, v in zip(pinned, combo) if p.homes.get("c", ("row",))[0] == "lane"):
+            # One step per row of C also writes 0 into the lanes past C's lane extent.
+            write = sorted(set(keep) | set(range(c.lane_extent, L)))
+        else:
+            write = keep
+        route_c = routes.red_entry(plan.route.config, keep, write)
+        route_a = routes.dist_entry(sources["a"])
+        route_b = routes.dist_entry(sources["b"]) if b is not None else 0
+        bases = [tensors[k].base + sum(v * p.homes[k][1] for p, v in zip(pinned, combo)
+                                       if k in p.homes and p.homes[k][0] == "row")
+                 if k in tensors else 0 for k in keys]
+        levels = []
+        for p in loop_parts:
+            count = p.size
+            lane_part = pinned_by_index.get(p.index)
+            if lane_part is not None:  # an edge of a pinned split index: stay inside the tensor
+                n = extents[p.index]
+                count = -(-(n - fixed[lane_part.label]) // p.scale)
+            levels.append((count, stride_of(p, "a"), stride_of(p, "b"), stride_of(p, "c")))
+        emitter.nest(levels, len(red_parts), bases, regions, (route_a, route_b, route_c),
+                     shift=shift, rounding=_ROUNDING[rounding].value, b_one=b is None,
+                     kind="copy" if b is None else None)
+
+    # Lanes of C rows past a pinned split index's extent are written by no step above: zero them.
+    for p in pinned:
+        if p.homes.get("c", ("row",))[0] != "lane" or p.scale != 1:
+            continue
+        n, f = extents[p.index], p.size
+        last = -(-n // f) - 1
+        if n % f == 0:
+            continue
+        lanes = []
+        for l in range(c.lane_extent):
+            digit = (l // c.lane_weight(p.index)) % f
+            if digit >= n - last * f:
+                lanes.append(l)
+        levels = [(count, 0, 0, stride) for index, count, stride in c.row_parts() if index != p.index]
+        bases = [a.base, 0, c.base + last * c.stride(p.index)]
+        route_c = routes.red_entry(0, [], lanes)
+        emitter.nest(levels, 0, bases, regions, (routes.dist_entry([0] * L), 0, route_c),
+                     shift=0, rounding=0, b_one=True, kind="fill")
+
+    if len(emitter.words) + 1 > config.prog_depth:
+        raise MapperError(f"the program needs {len(emitter.words) + 1} instructions with HALT; "
+                          f"prog_depth is {config.prog_depth}")
+    macs = int(np.prod(list(extents.values()), dtype=object)) if b is not None else 0
+    return Program(
+        words=tuple(emitter.words),
+        dist_routes=tuple(sorted(routes.dist.values())),
+        red_routes=tuple(sorted(routes.red.values())),
+        cycles=emitter.cycles, halt_cycles=timing.instr, macs=macs,
+        issued_macs=emitter.beats_mult * L, steps=emitter.steps, lanes=L,
+        copies=emitter.counts["copy"], fills=emitter.counts["fill"],
+        spatial=tuple(p.label for p in space), pinned=tuple(p.label for p in pinned),
+        temporal=tuple(p.label for p in loop_parts))
+
+
+def choose_layouts(a, b, c, config=None, *, regions=(0, 1, 2), bases=(0, 0, 0), names=("A", "B", "C")):
+    """Layouts of A, B and C that let one contraction run with the fewest beats.
+
+    Chooses a factor for every index (a power of two or the whole extent, their product at most L)
+    so that the number of beats, the product of ``ceil(extent / factor)``, is smallest; ties go to
+    fewer padded lanes, then to indices of C. The chosen parts are on the lanes of every tensor that
+    has them, so they are all spatial: contracted ones are reduced by the reduction network, the
+    others multicast to the operand that lacks them (e.g. ``g`` lanes of a contracted index times
+    ``L/g`` of a free index). Rows are dense and row-major in each tensor's index order.
+
+    Parameters
+    ----------
+    a, b, c : (indices, sizes)
+        Index names (a string or sequence) and extents of each tensor.
+    config : AcceleratorConfig
+    regions, bases, names : triples
+        Where to put the three tensors and what to call them.
+
+    Returns
+    -------
+    (TensorLayout, TensorLayout, TensorLayout)
+    """
+    config = AcceleratorConfig() if config is None else config
+    L = config.lanes
+    specs = [(tuple(ix), tuple(sz)) for ix, sz in (a, b, c)]
+    extents = {}
+    for ix, sz in specs:
+        if len(ix) != len(sz):
+            raise MapperError(f"indices {ix!r} and sizes {sz!r} differ in length")
+        for x, s in zip(ix, sz):
+            if extents.setdefault(x, s) != s:
+                raise MapperError(f"index {x!r} has extents {extents[x]} and {s}")
+    names_c = set(specs[2][0])
+    options = {}
+    for x, n in extents.items():
+        opts = {1} | {1 << k for k in range(L.bit_length()) if 1 << k <= min(n, L)}
+        if n <= L:
+            opts.add(n)
+        options[x] = sorted(opts)
+    order = list(extents)
+    best = None
+    for choice in itertools.product(*(options[x] for x in order)):
+        lanes = int(np.prod(choice, dtype=object))
+        if lanes > L:
+            continue
+        beats = int(np.prod([-(-extents[x] // f) for x, f in zip(order, choice)], dtype=object))
+        padding = int(np.prod([-(-extents[x] // f) * f for x, f in zip(order, choice)],
+                              dtype=object)) - int(np.prod(list(extents.values()), dtype=object))
+        on_c = -sum(f > 1 for x, f in zip(order, choice) if x in names_c)
+        key = (beats, padding, on_c)
+        if best is None or key < best[0]:
+            best = (key, dict(zip(order, choice)))
+    factors = best[1]
+    layouts = []
+    for (ix, sz), region, base, name in zip(specs, regions, bases, names):
+        lanes = [(x, factors[x]) for x in ix if factors[x] > 1]
+        layouts.append(natural_layout(name, ix, sz, lanes=L, lane_indices=lanes, region=region,
+                                      base=base))
+    return tuple(layouts)

@@ -1,0 +1,313 @@
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fetta.hw.config import AcceleratorConfig
+from fetta.search.layout import LayoutError, TensorLayout, natural_layout
+from fetta.search.mapper import MapperError, choose_layouts, map_contraction, map_relayout
+from fetta.sim.golden import requantize
+from fetta.sim.model import Machine
+
+
+def _run(program, config, inputs, out):
+    """Execute ``program`` on the model with ``inputs`` = [(layout, array)]; return (C, result)."""
+    machine = Machine(config)
+    # Random junk everywhere first: the program must not depend on unwritten rows.
+    rng = np.random.default_rng(1)
+    machine.scratchpad[:] = rng.integers(config.word_min, config.word_max + 1,
+                                         machine.scratchpad.shape)
+    for layout, array in inputs:
+        machine.write_rows(layout.region, layout.base, layout.pack(array))
+    program.load(machine)
+    result = machine.run()
+    rows = machine.read_rows(out.region, out.base, out.rows_needed)
+    return rows, result
+
+
+def _expected(expr, A, B, shift, config):
+    exact = np.einsum(expr, A.astype(np.int64), B.astype(np.int64))
+    return requantize(exact, shift, config.width, acc_width=config.sum_width)[0]
+
+
+def _check(a, b, c, config, A, B, shift=0):
+    program = map_contraction(a, b, c, config, shift=shift)
+    rows, result = _run(program, config, [(a, A), (b, B)], c)
+    assert not result.error, (result.cause, program.text())
+    expr = "".join(a.indices) + "," + "".join(b.indices) + "->" + "".join(c.indices)
+    np.testing.assert_array_equal(c.unpack(rows), _expected(expr, A, B, shift, config))
+    # Padding of the result (lanes of its rows that hold no element) is 0, so that the result
+    # can be the next step's operand; rows between its rows (stride gaps) are not its own.
+    own = np.unique(c.positions()[0])
+    np.testing.assert_array_equal(c.pack(c.unpack(rows))[own], rows[own])
+    assert result.counters.cycles == program.cycles + program.halt_cycles
+    assert result.counters.macs == program.issued_macs
+    return program
+
+
+# Random contractions: batch, free and contracted indices in any order, random layouts.
+
+@st.composite
+def contractions(draw):
+    lanes = draw(st.sampled_from([4, 8, 16]))
+    width = draw(st.sampled_from([8, 16]))
+    names = iter("abcdefgh")
+    roles = {}
+    for role, most in (("batch", 1), ("free_a", 2), ("free_b", 2), ("contracted", 2)):
+        for _ in range(draw(st.integers(0, most))):
+            roles[next(names)] = role
+    if not roles:
+        roles["a"] = "contracted"
+    sizes = {x: draw(st.integers(1, 7)) for x in roles}
+    # One lane factor per index (or none), shared by every tensor that puts it on lanes.
+    factor = {x: draw(st.sampled_from([None] + list(range(1, min(sizes[x], lanes) + 1))))
+              for x in roles}
+    members = {
+        "A": [x for x, r in roles.items() if r in ("batch", "free_a", "contracted")],
+        "B": [x for x, r in roles.items() if r in ("batch", "free_b", "contracted")],
+        "C": [x for x, r in roles.items() if r in ("batch", "free_a", "free_b")],
+    }
+    # A contracted index is on the lanes of both operands or of neither.
+    contracted_on, room_k = set(), lanes
+    for x, r in roles.items():
+        if r == "contracted" and factor[x] is not None and factor[x] <= room_k and draw(st.booleans()):
+            contracted_on.add(x)
+            room_k //= factor[x]
+    regions = draw(st.permutations(range(4)))[:3]
+    layouts = []
+    for (name, ix), region in zip(members.items(), regions):
+        ix = draw(st.permutations(ix))
+        lane = [x for x in ix if x in contracted_on]
+        room = lanes // int(np.prod([factor[x] for x in lane], dtype=int))
+        for x in ix:
+            if (roles[x] != "contracted" and factor[x] is not None and factor[x] <= room
+                    and draw(st.integers(0, 3)) > 0):
+                lane.append(x)
+                room //= factor[x]
+        lane = [(x, factor[x]) for x in draw(st.permutations(lane))]
+        row_order = draw(st.permutations(ix))
+        layout = natural_layout(name, ix, [sizes[x] for x in ix], lanes=lanes, lane_indices=lane,
+                                row_order=row_order, region=region, base=draw(st.integers(0, 5)))
+        # Spread the rows with a gap sometimes (strides need not be dense).
+        if layout.row_strides and draw(st.booleans()):
+            strides = {x: s * 2 for x, s in layout.row_strides}
+            layout = TensorLayout(name=name, indices=layout.indices, sizes=layout.sizes, lanes=lanes,
+                                  lane_indices=layout.lane_indices, row_strides=strides,
+                                  region=region, base=layout.base)
+        layouts.append(layout)
+    shift = draw(st.integers(0, 6))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return lanes, width, layouts, shift, seed
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(contractions())
+def test_random_contractions_match_golden_and_cycles(case):
+    lanes, width, (a, b, c), shift, seed = case
+    # acc_width 32 for W = 16: the reduction network takes at most 32-bit inputs.
+    config = AcceleratorConfig(lanes=lanes, width=width, acc_width=32, depth=8192, prog_depth=4096,
+                               dist_routes=256, red_routes=256)
+    rng = np.random.default_rng(seed)
+    # Operands small enough that no accumulator saturates (at most 7 * 7 terms of 2**24 for W = 16).
+    lo, hi = (config.word_min, config.word_max + 1) if width == 8 else (-(1 << 12), 1 << 12)
+    A = rng.integers(lo, hi, a.shape)
+    B = rng.integers(lo, hi, b.shape)
+    program = _check(a, b, c, config, A, B, shift)
+    assert program.relayouts == 0
+
+
+def test_chosen_layouts_fill_the_lanes(seed):
+    # k and j of 4 each on 16 lanes: the chosen layouts put contracted and free parts side by
+    # side on the lanes (A multicast over j, B over i) instead of leaving lanes idle.
+    config = AcceleratorConfig(lanes=16)
+    a, b, c = choose_layouts(("ik", (256, 4)), ("kj", (4, 4)), ("ij", (256, 4)), config)
+    rng = np.random.default_rng(seed)
+    A, B = rng.integers(-128, 128, a.shape), rng.integers(-128, 128, b.shape)
+    chosen = _check(a, b, c, config, A, B, 2)
+    assert any(part.startswith("k") for part in chosen.spatial)
+    assert chosen.issued_macs == chosen.macs == 256 * 4 * 4   # no idle lane in any beat
+    # j alone on the lanes (A's k on rows, as a contracted index must be in both) leaves 3/4 idle.
+    na = natural_layout("A", "ik", (256, 4), lanes=16, region=0, lane_indices=[])
+    nb = natural_layout("B", "kj", (4, 4), lanes=16, region=1)
+    nc = natural_layout("C", "ij", (256, 4), lanes=16, region=2)
+    natural = _check(na, nb, nc, config, A, B, 2)
+    assert natural.issued_macs == 4 * natural.macs
+    assert chosen.utilization > 3 * natural.utilization
+
+
+def test_output_layout_other_than_natural_in_one_pass(seed):
+    config = AcceleratorConfig(lanes=8)
+    sizes = {"b": 2, "i": 5, "k": 6, "j": 4}
+    a, b, c = choose_layouts(("bik", (2, 5, 6)), ("bkj", (2, 6, 4)), ("bij", (2, 5, 4)), config)
+    rng = np.random.default_rng(seed)
+    A, B = rng.integers(-128, 128, a.shape), rng.integers(-128, 128, b.shape)
+    natural = _check(a, b, c, config, A, B, 1)
+    # Same lane parts in the reverse lane order, rows in another order: the reduction network
+    # places the sums, the C strides reorder the rows.
+    lanes = tuple(reversed(c.lane_indices))
+    assert len(lanes) >= 2, c.describe()
+    other = natural_layout("C", "jib", [sizes[x] for x in "jib"], lanes=8, lane_indices=lanes,
+                           row_order="ijb", region=c.region)
+    program = _check(a, b, other, config, A, B.copy(), 1)
+    assert program.relayouts == 0
+    assert program.steps == natural.steps == 1
+    assert program.cycles == natural.cycles
+
+
+def test_relayout_copies_through_the_networks(seed):
+    config = AcceleratorConfig(lanes=4, prog_depth=1024)
+    src = natural_layout("X", "ij", (5, 7), lanes=4, region=0)             # j on lanes
+    dst = natural_layout("Y", "ji", (7, 5), lanes=4, region=3, base=9)     # i on lanes
+    X = np.random.default_rng(seed).integers(-128, 128, (5, 7))
+    program = map_relayout(src, dst, config)
+    rows, result = _run(program, config, [(src, X)], dst)
+    assert not result.error
+    np.testing.assert_array_equal(dst.unpack(rows), X.T)
+    np.testing.assert_array_equal(dst.pack(X.T), rows)
+    assert program.relayouts == program.steps - program.fills > 0
+    assert program.macs == 0 and result.counters.macs == 0
+    assert result.counters.cycles == program.cycles + program.halt_cycles
+
+
+def test_pinned_split_edges_and_many_levels(seed):
+    # C has i on lanes, A has it on rows: i is pinned per step, its last row is an edge;
+    # loop_levels = 1 forces the output loops into separate steps.
+    config = AcceleratorConfig(lanes=4, loop_levels=1, prog_depth=1024)
+    a = natural_layout("A", "ik", (7, 3), lanes=4, region=1, lane_indices=[])
+    b = natural_layout("B", "kj", (3, 2), lanes=4, region=2, lane_indices=[])
+    c = natural_layout("C", "ji", (2, 7), lanes=4, region=0, base=3)
+    rng = np.random.default_rng(seed)
+    A, B = rng.integers(-128, 128, a.shape), rng.integers(-128, 128, b.shape)
+    program = _check(a, b, c, config, A, B)
+    assert "i0" in program.pinned
+
+
+# Errors, by message.
+
+def _abc(lanes=4, **kw):
+    a = natural_layout("A", "ik", (3, 8), lanes=lanes, region=0)
+    b = natural_layout("B", "kj", (8, 5), lanes=lanes, region=1, lane_indices=[])
+    c = natural_layout("C", "ij", (3, 5), lanes=lanes, region=2, lane_indices=[])
+    return a, b, c
+
+
+def test_error_tensor_does_not_fit():
+    a, b, c = _abc()
+    config = AcceleratorConfig(lanes=4, depth=64)
+    with pytest.raises(MapperError, match=r"tensor 'C' does not fit region 2: needs 15 rows from "
+                                          r"row 60, depth is 64"):
+        map_contraction(a, b, c.placed(base=60), config)
+
+
+def test_error_index_in_neither_operand():
+    a, b, _ = _abc()
+    c = natural_layout("C", "iz", (3, 2), lanes=4, region=2)
+    with pytest.raises(MapperError, match=r"index 'z' of C appears in neither operand"):
+        map_contraction(a, b, c, AcceleratorConfig(lanes=4))
+
+
+def test_error_extents_disagree():
+    a, _, c = _abc()
+    b = natural_layout("B", "kj", (7, 5), lanes=4, region=1, lane_indices=[])
+    with pytest.raises(MapperError, match=r"index 'k' has extent 8 in A but 7 in B"):
+        map_contraction(a, b, c, AcceleratorConfig(lanes=4))
+
+
+def test_error_regions_not_distinct():
+    a, b, c = _abc()
+    with pytest.raises(MapperError, match=r"distinct regions \(A in 0, B in 1, C in 0\)"):
+        map_contraction(a, b, c.placed(region=0), AcceleratorConfig(lanes=4))
+
+
+def test_error_contracted_index_lanes_and_rows():
+    a, b, c = _abc()   # k on the lanes of A, on the rows of B
+    with pytest.raises(MapperError, match=r"contracted index 'k' is on the lanes of A but on the "
+                                          r"rows of B; re-lay out one operand"):
+        map_contraction(a, b, c, AcceleratorConfig(lanes=4))
+
+
+def test_error_lane_factors_disagree():
+    a = natural_layout("A", "ik", (3, 8), lanes=4, region=0, lane_indices=[("k", 4)])
+    b = natural_layout("B", "kj", (8, 5), lanes=4, region=1, lane_indices=[("k", 2)])
+    c = natural_layout("C", "ij", (3, 5), lanes=4, region=2)
+    with pytest.raises(MapperError, match=r"index 'k' is split on the lanes with different "
+                                          r"factors \(4 in A, 2 in B\)"):
+        map_contraction(a, b, c, AcceleratorConfig(lanes=4))
+
+
+def test_error_route_tables_and_program_too_small():
+    a = natural_layout("A", "ik", (3, 8), lanes=4, region=0, lane_indices=[])
+    b = natural_layout("B", "kj", (8, 5), lanes=4, region=1, lane_indices=[])
+    c = natural_layout("C", "ij", (3, 5), lanes=4, region=2, lane_indices=["i"])  # i pinned
+    with pytest.raises(MapperError, match=r"needs more than 2 reduction routes from entry 0; the "
+                                          r"table has 2 entries"):
+        map_contraction(a, b, c, AcceleratorConfig(lanes=4, red_routes=2))
+    with pytest.raises(MapperError, match=r"needs \d+ instructions with HALT; prog_depth is 4"):
+        map_contraction(a, b, c, AcceleratorConfig(lanes=4, prog_depth=4))
+
+
+def test_error_bad_arguments():
+    a, b, c = _abc()
+    config = AcceleratorConfig(lanes=4)
+    with pytest.raises(MapperError, match=r"rounding must be one of .* not 'up'"):
+        map_contraction(a, b, c, config, rounding="up")
+    with pytest.raises(MapperError, match=r"shift must be an integer from 0 to 33, not 40"):
+        map_contraction(a, b, c, config, shift=40)
+    with pytest.raises(MapperError, match=r"operand B must be a TensorLayout, not 'B'"):
+        map_contraction(a, "B", c, config)
+    with pytest.raises(MapperError, match=r"layout has 4 lanes but the configuration has 8"):
+        map_contraction(a, b, c, AcceleratorConfig(lanes=8))
+
+
+# Layouts.
+
+def test_layout_pack_unpack_round_trip(seed):
+    rng = np.random.default_rng(seed)
+    layout = natural_layout("T", "xyz", (3, 5, 6), lanes=8, lane_indices=[("z", 4), "x"],
+                            row_order="zyx")
+    T = rng.integers(-100, 100, layout.shape)
+    rows = layout.pack(T)
+    assert rows.shape == (layout.rows_needed, 8)
+    np.testing.assert_array_equal(layout.unpack(rows), T)
+    # A bare lane index takes the room left: x gets 8 // 4 = 2 lanes beside z's 4.
+    assert layout.lane_indices == (("z", 4), ("x", 2))
+    # Row parts z1 (2), y (5), x1 (2), row-major in that order.
+    assert dict(layout.row_strides) == {"z": 5 * 2, "y": 2, "x": 1}
+    x, y, z = 2, 3, 5
+    assert rows[(z // 4) * 10 + y * 2 + x // 2, (z % 4) * 2 + x % 2] == T[x, y, z]
+    # Everything else is padding and holds 0: z = 6, 7 on the last z rows, x = 3 on the last x rows.
+    mask = np.zeros_like(rows, dtype=bool)
+    mask[layout.positions()] = True
+    assert not rows[~mask].any()
+    assert mask.sum() == T.size
+
+
+def test_layout_errors():
+    with pytest.raises(LayoutError, match=r"T: lane index 'q' is not one of its indices"):
+        TensorLayout(name="T", indices=("i", "j"), sizes=(2, 3), lanes=4, lane_indices=["q"])
+    with pytest.raises(LayoutError, match=r"span 6 lanes, more than the 4 of a row"):
+        TensorLayout(name="T", indices=("i", "j"), sizes=(2, 3), lanes=4, lane_indices=["i", "j"])
+    with pytest.raises(LayoutError, match=r"index 'i' has 2 rows and needs a row stride"):
+        TensorLayout(name="T", indices=("i", "j"), sizes=(2, 3), lanes=4, lane_indices=["j"])
+    with pytest.raises(LayoutError, match=r"put 6 rows of parts into 4 rows: some rows overlap"):
+        TensorLayout(name="T", indices=("i", "j"), sizes=(2, 3), lanes=4,
+                     row_strides={"i": 1, "j": 1})
+    with pytest.raises(LayoutError, match=r"row strides \{'i': 4, 'j': 2\} map two parts to the "
+                                          r"same row"):
+        TensorLayout(name="T", indices=("i", "j"), sizes=(2, 3), lanes=4,
+                     row_strides={"i": 4, "j": 2})
+    with pytest.raises(LayoutError, match=r"factor of lane index 'j' must be from 1 to its "
+                                          r"extent 3, not 5"):
+        TensorLayout(name="T", indices=("i", "j"), sizes=(2, 3), lanes=8, lane_indices=[("j", 5)],
+                     row_strides={"i": 1})
+    with pytest.raises(LayoutError, match=r"index 'j' is entirely on the lanes and takes no row"):
+        TensorLayout(name="T", indices=("i", "j"), sizes=(2, 3), lanes=4, lane_indices=["j"],
+                     row_strides={"i": 1, "j": 1})
+    with pytest.raises(LayoutError, match=r"row stride of 'i' must be a positive integer, not 0"):
+        TensorLayout(name="T", indices=("i", "j"), sizes=(2, 3), lanes=4, lane_indices=["j"],
+                     row_strides={"i": 0})
+    with pytest.raises(LayoutError, match=r"T: indices must be distinct"):
+        TensorLayout(name="T", indices=("i", "i"), sizes=(2, 3), lanes=4)
+    layout = natural_layout("T", "ij", (2, 3), lanes=4)
+    with pytest.raises(LayoutError, match=r"array of shape \(3, 2\) does not match"):
+        layout.pack(np.zeros((3, 2), dtype=int))
