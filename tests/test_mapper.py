@@ -311,3 +311,11 @@ def test_layout_errors():
     layout = natural_layout("T", "ij", (2, 3), lanes=4)
     with pytest.raises(LayoutError, match=r"array of shape \(3, 2\) does not match"):
         layout.pack(np.zeros((3, 2), dtype=int))
+
+
+def test_utilization_table_checks_against_the_model():
+    # The table of docs/mapper.md runs each program on the model and raises on any disagreement.
+    from fetta.search.mapper import EXAMPLES, utilization_table
+    small = [e for e in EXAMPLES if e[0].startswith(("small TT", "odd sizes"))]
+    table = utilization_table(AcceleratorConfig(depth=8192), small)
+    assert len(table.splitlines()) == 2 + len(small)
