@@ -287,7 +287,7 @@ def test_route_error_is_a_value_error():
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("lanes,width,register_every,beats", [
-    (4, 8, 1, 800), (8, 16, 1, 2000), (16, 8, 2, 1500), (32, 8, 3, 500),
+    (8, 16, 1, 2000), (16, 8, 2, 1500), (32, 8, 3, 500),
 ])
 def test_distribution_in_verilator(lanes, width, register_every, beats, seed, monkeypatch):
     # Verilator splits large models into several files compiled with a precompiled header; the
