@@ -241,6 +241,32 @@ def test_simulator_multicasts_and_structured(lanes, seed):
     np.testing.assert_array_equal(got, np.take_along_axis(words, patterns, axis=1))
 
 
+@st.composite
+def pattern_streams(draw):
+    """A few beats of one lane count, each a permutation, a multicast or a structured pattern."""
+    lanes = draw(st.sampled_from([4, 8, 16]))
+    kinds = st.one_of(
+        st.permutations(range(lanes)),
+        st.lists(st.integers(0, lanes - 1), min_size=lanes, max_size=lanes),
+        st.builds(lambda f, t, p: [p[s] for s in f(lanes, 1 << t)],
+                  st.sampled_from([replicate_pattern, expand_pattern]),
+                  st.integers(0, lanes.bit_length() - 1), st.permutations(range(lanes))))
+    return lanes, draw(st.lists(kinds, min_size=1, max_size=12))
+
+
+@settings(max_examples=8, deadline=None)
+@given(pattern_streams(), st.integers(1, 4))
+def test_simulator_on_drawn_patterns(stream, register_every):
+    lanes, patterns = stream
+    patterns = np.array(patterns)
+    configs = np.array([route_multicast(p) for p in patterns])
+    words = np.arange(patterns.size).reshape(patterns.shape) % 251
+    dut = BenesDistribution(lanes=lanes, width=8, register_every=register_every)
+    got = _simulate(dut, configs, words)
+    np.testing.assert_array_equal(got, model(configs, words))
+    np.testing.assert_array_equal(got, np.take_along_axis(words, patterns, axis=1))
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs,message", [
