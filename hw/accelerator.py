@@ -579,3 +579,59 @@ class AcceleratorSystem(wiring.Component):
         wiring.connect(m, port.bus, acc.host)
         m.d.comb += [self.done.eq(acc.done), self.error.eq(acc.error)]
         return m
+
+
+def write_verilog(config, directory, *, name="fetta_accelerator"):
+    """Write ``AcceleratorSystem(config)`` as Verilog plus a JSON sidecar; return both paths.
+
+    The sidecar holds the configuration, the derived parameters, the latencies and cycle costs
+    (:class:`Timing`), the route-table entry sizes and the Verilog ports with their widths.
+    """
+    from ..sim.rtl import component_ports, generate_verilog
+    from pathlib import Path
+    import json
+
+    directory = Path(directory)
+    system = AcceleratorSystem(config)
+    verilog_path = generate_verilog(system, name, directory / f"{name}.v")
+    dp, t = system.accelerator.datapath, system.accelerator.timing
+    sidecar = {
+        "module": name,
+        "config": config.to_dict(),
+        "derived": {"lane_bits": config.lane_bits, "row_bits": config.row_bits,
+                    "sum_width": config.sum_width, "words": config.words},
+        "timing": {**dataclasses.asdict(t), "drain": t.drain, "step_stalls": t.step_stalls},
+        "routes": {"dist_bits": dp.dist_bits, "dist_words": dp.dist_words,
+                   "red_bits": dp.red_bits, "red_entry_bits": dp.red_entry_bits,
+                   "red_words": dp.red_words, "keep_offset": dp.keep_offset,
+                   "write_offset": dp.write_offset},
+        "windows": [{"base": base, "size": size} for base, size in system.windows()],
+        "ports": {port: {"width": len(value), "direction": _directions(system)[port]}
+                  for port, (value, _) in component_ports(system).items()},
+        "clock": "clk", "reset": "rst",
+    }
+    json_path = directory / f"{name}.json"
+    json_path.write_text(json.dumps(sidecar, indent=1, sort_keys=True) + "\n")
+    return verilog_path, json_path
+
+
+def _directions(component):
+    """Verilog port name -> "input" or "output", from the flattened signature."""
+    return {"__".join(str(p) for p in path): "input" if member.flow == wiring.In else "output"
+            for path, member, _ in component.signature.flatten(component)}
+
+
+def register(sub):
+    """Add the ``verilog`` subcommand to the ``fetta`` command line (``sub`` from ``add_subparsers``)."""
+    parser = sub.add_parser("verilog", help="write the accelerator's Verilog and a JSON sidecar")
+    parser.add_argument("--config", help="TOML configuration (default: the default configuration)")
+    parser.add_argument("-o", "--output", default="build/verilog", help="output folder")
+    parser.add_argument("--name", default="fetta_accelerator", help="Verilog module name")
+    parser.set_defaults(run=_run_verilog)
+
+
+def _run_verilog(args):
+    config = AcceleratorConfig.from_toml(args.config) if args.config else AcceleratorConfig()
+    verilog_path, json_path = write_verilog(config, args.output, name=args.name)
+    print(f"wrote {verilog_path} and {json_path}")
+    return 0

@@ -250,23 +250,26 @@ class Machine:
         reg_a = self.scratchpad[self.regions[0]]
         reg_b = self.scratchpad[self.regions[1]]
         reg_c = self.scratchpad[self.regions[2]]
-        # Writes go to a copy of region C only after the whole step (C is never read by the step).
         results = np.empty((outputs, L), dtype=np.int64)
         overflow = False
         qsat = False
         max_a = int(np.abs(reg_a).max()) if reg_a.size else 0
         max_b = 1 if b_one else (int(np.abs(reg_b).max()) if reg_b.size else 0)
         safe = sweep * max_a * max_b <= c.acc_max
+        # Route every row of the operand regions once (cheaper than routing every beat), in the
+        # narrowest integer type that holds each sweep's sum exactly.
+        dtype = np.int32 if safe and sweep * max_a * max_b < 1 << 31 else np.int64
+        lanes_a = _route(reg_a, src_a).astype(dtype)
+        lanes_b = None if b_one else _route(reg_b, src_b).astype(dtype)
         chunk = max(1, _CHUNK // (sweep * L))
         for start in range(0, outputs, chunk):
             stop = min(outputs, start + chunk)
-            lanes_a = _route(reg_a[addr_a[start:stop]], src_a)
             if b_one:
-                products = lanes_a
+                products = lanes_a[addr_a[start:stop]]
             else:
-                products = lanes_a * _route(reg_b[addr_b[start:stop]], src_b)
+                products = lanes_a[addr_a[start:stop]] * lanes_b[addr_b[start:stop]]
             if safe:
-                acc = products.sum(axis=1)
+                acc = products.sum(axis=1).astype(np.int64)   # exact in `dtype` (see above)
             else:
                 acc, flags = saturating_sum(products, acc_width=c.acc_width, axis=1)
                 overflow = overflow or bool(flags.any())

@@ -348,3 +348,84 @@ async def run_and_check(bus, config, case, machine):
         np.testing.assert_array_equal(rows, values, err_msg=f"{case.name}: region {region}")
         np.testing.assert_array_equal(rows, machine.read_rows(region, row, len(values)))
     return got
+
+
+# Random programs: no numpy expectation of their own, they check that the RTL and the model agree
+# on arbitrary loop nests, strides, regions, routes, masks, shifts and rounding modes.
+
+def _random_reduction(config, rng):
+    from fetta.search.reduction_router import Unroutable
+    L = config.lanes
+    lanes = rng.permutation(L)[:int(rng.integers(1, L + 1))]
+    cuts = np.sort(rng.choice(np.arange(1, len(lanes)), size=min(len(lanes) - 1, int(rng.integers(0, 4))),
+                              replace=False)) if len(lanes) > 1 else []
+    groups = np.split(lanes, cuts)
+    outputs = rng.permutation(L)[:len(groups)]
+    try:
+        route = route_reduction({int(o): {int(x) for x in g} for o, g in zip(outputs, groups)}, L)
+    except Unroutable:
+        route = route_reduction({p: {p} for p in range(L)}, L)
+    return route.config
+
+
+def random_case(config, rng, *, window=16, steps=3):
+    """A random program of ``steps`` STEPs whose rows stay in ``[0, window)``; compare with the
+    model (``expect`` lists the whole window of every region, filled in by the caller)."""
+    L, N, dp = config.lanes, config.loop_levels, Datapath(config)
+    window = min(window, config.depth)
+    lines, dist, red = [], {}, {}
+    for s in range(steps):
+        levels = int(rng.integers(1, N + 1))
+        red_levels = int(rng.integers(0, levels + 1))
+        counts = [int(rng.integers(1, 4)) for _ in range(levels)]
+        strides = rng.integers(-2, 3, (3, levels))
+        bases = []
+        for op in range(3):
+            lv = range(red_levels, levels) if op == 2 else range(levels)
+            ext = [(counts[k] - 1) * int(strides[op, k]) for k in lv]
+            lo = sum(min(e, 0) for e in ext)
+            hi = sum(max(e, 0) for e in ext)
+            if hi - lo >= window:
+                strides[op, :] = 0
+                lo = hi = 0
+            bases.append(int(rng.integers(-lo, window - hi)))
+        ra, rb, rc = (int(x) for x in rng.permutation(config.regions)[:3])
+        lines.append(f"base region_a={ra} region_b={rb} region_c={rc} base_a={bases[0]} "
+                     f"base_b={bases[1]} base_c={bases[2]}")
+        for k in range(levels):
+            lines.append(f"loop level={k} count={counts[k]} stride_a={strides[0, k]} "
+                         f"stride_b={strides[1, k]} stride_c={strides[2, k]}")
+        da, db, rr = 2 * s, 2 * s + 1, s
+        dist[da] = pack_dist(route_multicast(rng.integers(0, L, L).tolist()), L)
+        dist[db] = pack_dist(route_multicast(rng.integers(0, L, L).tolist()), L)
+        red[rr] = dp.pack_red_entry(_random_reduction(config, rng), keep=int(rng.integers(1 << L)),
+                                    write=int(rng.integers(1 << L)))
+        shift = int(rng.integers(0, 2 * config.width))
+        rounding = "stochastic" if rng.random() < 0.5 else "even"
+        b_one = int(rng.random() < 0.2)
+        lines.append(f"step levels={levels} red={red_levels} route_a={da} route_b={db} route_c={rr} "
+                     f"shift={shift} rounding={rounding} b_one={b_one}")
+    lines.append("halt")
+    small = rng.random() < 0.7
+    init = [(r, 0, _rand(rng, config, (window, L), 8 if small else 1)) for r in range(config.regions)]
+    return Case(name="random", program=isa.assemble("\n".join(lines), config), dist_routes=dist,
+                red_routes=red, init=init, expect=[], cycles=-1, macs=-1,
+                seed=int(rng.integers(1 << 32)))
+
+
+async def run_and_compare(bus, config, case, machine, *, window=16):
+    """Run ``case`` on the bus and on the model; compare status, counters and every row of the
+    window of every region."""
+    window = min(window, config.depth)
+    result = machine.run()
+    got = await start_and_wait(bus)
+    assert got["cause"] == result.cause.value, (got, result)
+    assert bool(got["status"] & 4) == result.error and bool(got["status"] & 8) == result.qsat
+    k = result.counters
+    assert (got["cycles"], got["busy"], got["macs"], got["stalls"]) == (k.cycles, k.busy, k.macs, k.stalls)
+    if result.error:
+        assert got["err_pc"] == result.err_pc
+    for region in range(config.regions):
+        rows = await read_rows(bus, config, region, 0, window)
+        np.testing.assert_array_equal(rows, machine.scratchpad[region, :window], err_msg=f"region {region}")
+    return got

@@ -16,7 +16,8 @@ from fetta.hw.scratchpad import Scratchpad
 from fetta.sim.model import Machine
 from fetta.sim.rtl import RTLBuild
 
-from accelerator_programs import CASES, build, load_case, read_rows, run_and_check, start_and_wait
+from accelerator_programs import (build, load_case, random_case, read_rows, run_and_check,
+                                  run_and_compare, start_and_wait)
 from sim_util import run_testbench
 
 SMALL = AcceleratorConfig(lanes=4, acc_width=16, depth=32, prog_depth=32, dist_routes=8, red_routes=4)
@@ -29,6 +30,17 @@ def rejected():
         warnings.simplefilter("ignore", UnusedElaboratable)
         yield
         gc.collect()
+
+
+def load_model(machine, case):
+    machine.load_program(case.program)
+    for e, bits in case.dist_routes.items():
+        machine.set_dist_route(e, bits)
+    for e, bits in case.red_routes.items():
+        machine.set_red_route(e, bits)
+    for region, row, values in case.init:
+        machine.write_rows(region, row, values)
+    machine.seed = case.seed
 
 
 class SimBus:
@@ -77,14 +89,7 @@ def test_rtl_runs_every_case_like_the_model(seed):
         for k, name in enumerate(names):
             case = build(name, SMALL, seed + k)
             await load_case(bus, SMALL, case)
-            machine.load_program(case.program)
-            for e, bits in case.dist_routes.items():
-                machine.set_dist_route(e, bits)
-            for e, bits in case.red_routes.items():
-                machine.set_red_route(e, bits)
-            for region, row, values in case.init:
-                machine.write_rows(region, row, values)
-            machine.seed = case.seed
+            load_model(machine, case)
             got = await run_and_check(bus, SMALL, case, machine)
             if got["status"] & 4:
                 # Refused while ERROR: START does nothing.
@@ -99,6 +104,26 @@ def test_rtl_runs_every_case_like_the_model(seed):
             rows = await read_rows(bus, SMALL, region, 0, SMALL.depth)
             np.testing.assert_array_equal(rows, machine.scratchpad[region], err_msg=f"region {region}")
         assert bus.errors == 0
+
+    run_testbench(dut, bench)
+
+
+def test_rtl_random_programs_like_the_model(seed):
+    """Random loop nests, strides, regions, multicasts, reductions, masks and rounding."""
+    rng = np.random.default_rng(seed)
+    dut = Accelerator(SMALL)
+    machine = Machine(SMALL)
+
+    async def bench(ctx):
+        bus = SimBus(ctx, dut.host)
+        for _ in range(3):
+            case = random_case(SMALL, rng)
+            await load_case(bus, SMALL, case)
+            load_model(machine, case)
+            got = await run_and_compare(bus, SMALL, case, machine)
+            if got["status"] & 4:
+                await bus.write(isa.CSR["CTRL"][0], 2)
+                machine.clear()
 
     run_testbench(dut, bench)
 
@@ -237,4 +262,18 @@ def test_accelerator_in_verilator(seed, monkeypatch):
     cases = ["matmul_grouped", "saturation", "batched_transposed", "illegal_opcode",
              "copy_relayout", "address_range", "matmul_grouped"]
     assert build.test("bench_accelerator", params={"config": config.to_dict(), "seed": seed,
-                                                   "cases": cases}) == 1
+                                                   "cases": cases, "random": 6}) == 1
+
+
+def test_write_verilog_and_sidecar(tmp_path):
+    import json
+    from fetta.hw.accelerator import write_verilog
+    config = AcceleratorConfig(lanes=4, depth=16, prog_depth=16, dist_routes=4, red_routes=4)
+    verilog_path, json_path = write_verilog(config, tmp_path, name="acc")
+    text = verilog_path.read_text()
+    assert "module acc(" in text and "axi__awaddr" in text
+    sidecar = json.loads(json_path.read_text())
+    assert AcceleratorConfig.from_dict(sidecar["config"]) == config
+    assert sidecar["ports"]["axi__awaddr"] == {"width": 27, "direction": "input"}
+    assert sidecar["ports"]["axi__rdata"] == {"width": 32, "direction": "output"}
+    assert sidecar["timing"]["drain"] == Timing.from_config(config).drain

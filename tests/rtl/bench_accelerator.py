@@ -18,7 +18,8 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from accelerator_programs import build, load_case, read_rows, run_and_check  # noqa: E402
+from accelerator_programs import (build, load_case, random_case, read_rows,  # noqa: E402
+                                  run_and_check, run_and_compare)
 from fetta.hw import isa  # noqa: E402
 from fetta.hw.config import AcceleratorConfig  # noqa: E402
 from fetta.sim.model import Machine  # noqa: E402
@@ -89,6 +90,15 @@ async def programs_match_model(dut):
             await bus.write(isa.CSR["CTRL"][0], 2)
             machine.clear()
             assert await bus.read(isa.CSR["STATUS"][0]) & 0b110 == 0
+    # Random programs: loop nests, strides, regions, multicasts, reductions, masks, rounding.
+    for _ in range(p["random"]):
+        case = random_case(config, rng, window=8)
+        await load_case(bus, config, case)
+        _load_model(machine, case)
+        got = await run_and_compare(bus, config, case, machine, window=8)
+        if got["status"] & 4:
+            await bus.write(isa.CSR["CTRL"][0], 2)
+            machine.clear()
     # A sample of rows anywhere in the scratchpad agrees with the model's.
     for _ in range(12):
         region, row = int(rng.integers(config.regions)), int(rng.integers(config.depth - 2))
