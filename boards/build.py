@@ -105,10 +105,27 @@ def _critical_path(report):
             "clock": worst.get("from"), "delay_ns": round(delay(worst), 3), "steps": len(steps)}
 
 
+def _first_error(build_dir):
+    """The first error line of the nextpnr or Yosys log, with the utilization if it is there."""
+    for log in ("top.tim", "top.rpt"):
+        path = Path(build_dir) / log
+        if not path.exists():
+            continue
+        text = path.read_text(errors="replace")
+        errors = [line.strip() for line in text.splitlines() if line.startswith("ERROR")]
+        if errors:
+            over = re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%$", text, re.M)
+            over = [f"{cell} {used}/{avail}" for cell, used, avail, pct in over if int(pct) > 100]
+            detail = f" (over capacity: {', '.join(over)})" if over else ""
+            return f"{errors[0]}{detail}; see {path}"
+    return f"see the logs in {build_dir}"
+
+
 def format_report(report):
     """Return the text form of a build report."""
     lines = [f"board     {report['board']} ({report['device']}, speed {report['speed']})",
-             f"target    {report['target']}",
+             f"target    {report['target']}"
+             + (f" {json.dumps(report['config'], sort_keys=True)}" if report.get("config") else ""),
              f"clock     {report['clk_freq_mhz']:g} MHz, UART {report['baud']} baud "
              f"(divisor {report['divisor']})",
              f"built in  {report['seconds']:.0f} s"]
@@ -127,8 +144,8 @@ def format_report(report):
     return "\n".join(lines) + "\n"
 
 
-def build_board(board, *, build_dir=None, clk_freq=None, baud=115200, target=None, program=False,
-                seed=1):
+def build_board(board, *, build_dir=None, clk_freq=None, baud=115200, target=None, config=None,
+                program=False, seed=1):
     """Build the bitstream of ``board`` (a name of :data:`BOARDS`) and write its report.
 
     Returns the report dict (also written as ``report.json`` and ``report.txt`` in
@@ -140,21 +157,28 @@ def build_board(board, *, build_dir=None, clk_freq=None, baud=115200, target=Non
         raise ValueError(f"Board must be one of {sorted(BOARDS)!r}, not {board!r}")
     spec = BOARDS[board]
     build_dir = Path(build_dir if build_dir is not None else Path("build") / board)
-    top = BoardTop(board=spec, clk_freq=clk_freq, baud=baud, target=target)
+    top = BoardTop(board=spec, clk_freq=clk_freq, baud=baud, target=target, config=config)
     platform = spec.platform()
     env = toolchain_environment(program=program)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     start = time.monotonic()
     try:
-        # Paths stay relative: the WebAssembly tools see only the build folder.
-        platform.build(top, name="top", build_dir=str(build_dir), do_program=False,
-                       nextpnr_opts=f"--report top.report.json --timing-allow-fail --seed {seed}")
-        seconds = time.monotonic() - start
         family = "ecp5" if spec.pll else "ice40"
+        # Multipliers go to the iCE40's SB_MAC16 only when asked (synth_ecp5 maps to DSPs anyway).
+        options = {"synth_opts": "-dsp"} if family == "ice40" else {}
+        try:
+            # Paths stay relative: the WebAssembly tools see only the build folder.
+            platform.build(top, name="top", build_dir=str(build_dir), do_program=False,
+                           nextpnr_opts=f"--report top.report.json --timing-allow-fail --seed {seed}",
+                           **options)
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(f"{board} build failed: {_first_error(build_dir)}") from e
+        seconds = time.monotonic() - start
         report = {
             "board": board, "device": platform.device, "package": platform.package,
             "speed": getattr(platform, "speed", None), "target": top.target,
+            "config": top.config.to_dict() if top.target == "accelerator" else None,
             "clk_freq_mhz": top.clk_freq / 1e6, "baud": baud, "divisor": top.divisor,
             "pll": top.pll, "seconds": round(seconds, 1), "seed": seed,
             "resources": parse_report(build_dir, family=family),

@@ -1,5 +1,7 @@
 """``fetta build``: a board's bitstream and its report, optionally loaded into the board."""
 
+import sys
+
 from .build import build_board, format_report
 from .platforms import BOARDS
 from .top import TARGETS
@@ -21,6 +23,8 @@ def register(subparsers):
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--target", choices=TARGETS, default=None,
                    help="design behind the host link (default: the board's)")
+    p.add_argument("--config", default=None, metavar="TOML",
+                   help="accelerator configuration (default: the board's)")
     p.add_argument("--seed", type=int, default=1, help="placement seed for nextpnr")
     p.add_argument("-o", "--build-dir", default=None, help="default: build/<board>")
     p.set_defaults(run=_run)
@@ -28,8 +32,15 @@ def register(subparsers):
 
 
 def _run(args):
+    from ..hw.config import AcceleratorConfig
     freq = None if args.freq is None else args.freq * 1e6
-    report = build_board(args.board, build_dir=args.build_dir, clk_freq=freq, baud=args.baud,
-                         target=args.target, program=args.program, seed=args.seed)
+    config = None if args.config is None else AcceleratorConfig.from_toml(args.config)
+    try:
+        report = build_board(args.board, build_dir=args.build_dir, clk_freq=freq, baud=args.baud,
+                             target=args.target, config=config, program=args.program,
+                             seed=args.seed)
+    except RuntimeError as e:
+        print(f"fetta build: error: {e}", file=sys.stderr)
+        return 1
     print(format_report(report), end="")
     return 0

@@ -34,6 +34,9 @@ class Board:
         Default design behind the host link (see :func:`~fetta.boards.top.make_target`).
     programmer : str
         openFPGALoader's board name, for ``--program``.
+    config : dict
+        The accelerator configuration the board carries by default (keyword arguments of
+        :class:`~fetta.hw.config.AcceleratorConfig`).
     """
 
     name: str
@@ -42,6 +45,7 @@ class Board:
     pll: bool
     target: str
     programmer: str
+    config: dict = dataclasses.field(default_factory=dict)
 
 
 def _ulx3s():
@@ -55,10 +59,16 @@ def _icebreaker():
 
 
 BOARDS = {
-    "ulx3s": Board(name="ulx3s", platform=_ulx3s, clk_freq=100e6, pll=True, target="example",
-                   programmer="ulx3s"),
+    # The default configuration: 16 lanes of 8-bit operands, 4 regions of 1024 rows.
+    "ulx3s": Board(name="ulx3s", platform=_ulx3s, clk_freq=100e6, pll=True,
+                   target="accelerator", programmer="ulx3s"),
+    # The smallest accelerator (4 lanes) needs more than twice the 5280 logic cells of the
+    # iCE40UP5K (docs/fpga.md), so this board carries the link and the host port's example
+    # target; a reduced configuration for `--target accelerator` is given all the same.
     "icebreaker": Board(name="icebreaker", platform=_icebreaker, clk_freq=12e6, pll=False,
-                        target="example", programmer="icebreaker"),
+                        target="example", programmer="icebreaker",
+                        config=dict(lanes=4, acc_width=16, regions=3, depth=16, loop_levels=1,
+                                    prog_depth=16, dist_routes=1, red_routes=1)),
 }
 
 
@@ -112,11 +122,14 @@ class BoardTop(Elaboratable):
         UART baud rate (validated against the clock by :func:`~fetta.hw.uart.uart_divisor`).
     target : str or None
         Design behind the link; default ``board.target``.
+    config : AcceleratorConfig or None
+        Configuration of the ``"accelerator"`` target; default ``board.config``.
     timeout : float
         The bridge's request timeout in seconds.
     """
 
-    def __init__(self, *, board, clk_freq=None, baud=115200, target=None, timeout=0.1):
+    def __init__(self, *, board, clk_freq=None, baud=115200, target=None, config=None,
+                 timeout=0.1):
         if not isinstance(board, Board):
             raise TypeError(f"Board must be a Board, not {board!r}")
         clk_freq = board.clk_freq if clk_freq is None else clk_freq
@@ -132,8 +145,12 @@ class BoardTop(Elaboratable):
         if not isinstance(timeout, (int, float)) or not 0.001 <= timeout <= 10:
             raise ValueError(f"Timeout must be from 0.001 to 10 seconds, not {timeout!r}")
         self.timeout = timeout
+        if config is None:
+            from ..hw.config import AcceleratorConfig
+            config = AcceleratorConfig(**board.config)
+        self.config = config
         self.link = LinkTop(divisor=self.divisor, timeout=round(timeout * self.clk_freq),
-                            target=make_target(self.target))
+                            target=make_target(self.target, config=config))
 
     def elaborate(self, platform):
         m = Module()

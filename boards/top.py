@@ -11,17 +11,24 @@ from ..hw.uart_bridge import UARTBridge
 __all__ = ["LinkTop", "make_target", "TARGETS"]
 
 #: Designs a board can carry behind its host link.
-TARGETS = ("example", )
+TARGETS = ("accelerator", "example")
 
 
 def make_target(name, *, config=None):
     """Return a fresh instance of target design ``name`` (a component with an ``axi`` port).
 
-    ``"example"`` is the host port's example target (registers and a 256-word memory); it stands
-    in for the accelerator until the accelerator's top has an AXI4-Lite port.
+    ``"accelerator"`` is :class:`~fetta.hw.accelerator.AcceleratorSystem` (the accelerator
+    behind its host port) with ``config`` (an :class:`~fetta.hw.config.AcceleratorConfig`,
+    default: the default configuration).
+    ``"example"`` is the host port's example target (three registers and a 256-word memory), a
+    small design for checking a board's link.
     """
     if name == "example":
         return HostPortExample(depth=256)
+    if name == "accelerator":
+        from ..hw.accelerator import AcceleratorSystem
+        from ..hw.config import AcceleratorConfig
+        return AcceleratorSystem(AcceleratorConfig() if config is None else config)
     raise ValueError(f"Target must be one of {TARGETS!r}, not {name!r}")
 
 

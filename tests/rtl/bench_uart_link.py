@@ -182,3 +182,49 @@ async def host_link_end_to_end(dut):
     sent = await bridge(host)()
     cycles = (get_sim_time("ns") - start) / 10
     dut._log.info(f"{sent} bytes to the board in {cycles:.0f} cycles")
+
+
+@cocotb.test()
+async def host_link_to_accelerator(dut):
+    """Registers and memory windows of the accelerator through the serial link."""
+    from fetta.hw.config import AcceleratorConfig
+    from fetta.hw.isa import CSR, HOST_ADDR_WIDTH, ID_VALUE, WINDOWS
+
+    p = json.loads(os.environ["FETTA_PARAMS"])
+    config = AcceleratorConfig.from_dict(p["config"])
+    rng = np.random.default_rng(p["seed"])
+    port = await _start(dut, p)
+    csr = lambda name: WINDOWS["CSR"][0] + CSR[name][0]
+
+    def host():
+        link = UARTLink(port)
+        assert link.ident()["addr_width"] == HOST_ADDR_WIDTH + 2
+        # The identification registers, read as one burst: they describe the configuration.
+        names = ["ID", "LANES", "WIDTH", "ACC_WIDTH", "REGIONS", "DEPTH", "LOOP_LEVELS",
+                 "PROG_DEPTH", "DIST_ROUTES", "RED_ROUTES"]
+        got = link.read_block(csr("ID"), len(names)).tolist()
+        want = [ID_VALUE, config.lanes, config.width, config.acc_width, config.regions,
+                config.depth, config.loop_levels, config.prog_depth, config.dist_routes,
+                config.red_routes]
+        assert got == want, (got, want)
+        link.write32(csr("SEED"), 0xC0FFEE01)
+        assert link.read32(csr("SEED")) == 0xC0FFEE01
+        _expect_error(lambda: link.write32(csr("ID"), 0), BridgeStatus.SLVERR)
+
+        # A tensor of non-negative words into the scratchpad, one burst each way.
+        n = config.lanes * min(config.depth, 16)
+        base = WINDOWS["SCRATCHPAD"][0] + 4 * config.depth * config.lanes    # region 1
+        values = rng.integers(0, 1 << (config.width - 1), n)
+        link.write_block(base, values)
+        assert link.read_block(base, n).tolist() == values.tolist()
+
+        # Program memory holds 64-bit instructions as word pairs.
+        prog = rng.integers(0, 1 << 32, 2 * 4, dtype=np.uint64)
+        link.write_block(WINDOWS["PROGRAM"][0], prog)
+        assert np.array_equal(link.read_block(WINDOWS["PROGRAM"][0], 8), prog)
+        # Past the end of the scratchpad window: the host port answers SLVERR.
+        end = WINDOWS["SCRATCHPAD"][0] + WINDOWS["SCRATCHPAD"][1]
+        _expect_error(lambda: link.read_block(end - 4, 2), BridgeStatus.RANGE)
+        _expect_error(lambda: link.read32(0x1000000), BridgeStatus.SLVERR)
+
+    await bridge(host)()
