@@ -205,13 +205,14 @@ class Machine:
         return True
 
     def _addresses(self, op, levels, first_level=0):
-        """Row addresses of operand ``op`` over levels ``first_level..levels-1``, outermost first."""
-        addr = np.array(self.bases[op], dtype=np.int64)
-        for lvl in range(first_level, levels):
-            shape = [1] * (levels - first_level)
-            shape[levels - 1 - lvl] = self.count[lvl]
-            addr = addr + (np.arange(self.count[lvl], dtype=np.int64)
-                           * self.strides[op, lvl]).reshape(shape)
+        """Row addresses of operand ``op`` over levels ``first_level..levels-1``, outermost first.
+
+        Computed only for a step that passed the range check, so they fit int32.
+        """
+        addr = np.array(self.bases[op], dtype=np.int32)
+        for lvl in range(levels - 1, first_level - 1, -1):   # outermost first: C order
+            step = (np.arange(self.count[lvl], dtype=np.int32) * np.int32(self.strides[op, lvl]))
+            addr = np.add.outer(addr, step).reshape(-1)
         return addr.reshape(-1)
 
     def _dist_map(self, entry):
