@@ -277,3 +277,57 @@ def test_write_verilog_and_sidecar(tmp_path):
     assert sidecar["ports"]["axi__awaddr"] == {"width": 27, "direction": "input"}
     assert sidecar["ports"]["axi__rdata"] == {"width": 32, "direction": "output"}
     assert sidecar["timing"]["drain"] == Timing.from_config(config).drain
+
+
+def test_rtl_rejects_malformed_instructions_like_the_model():
+    """Every field rule of docs/isa.md, and a fetch past program memory, in the RTL and the model:
+    the same cause, error address and cycle count; CLEAR re-arms the machine each time."""
+    c = SMALL
+    Op = isa.Opcode
+    words = [
+        isa.encode(Op.LOOP, level=0, count=0),
+        isa.encode(Op.LOOP, level=c.loop_levels, count=1),
+        isa.encode(Op.BASE, region_a=1, region_b=1, region_c=2),
+        isa.encode(Op.BASE, region_a=0, region_b=1, region_c=c.regions),
+        isa.encode(Op.STEP, levels=0),
+        isa.encode(Op.STEP, levels=c.loop_levels + 1),
+        isa.encode(Op.STEP, levels=1, red=2),
+        isa.encode(Op.STEP, levels=1, route_a=c.dist_routes),
+        isa.encode(Op.STEP, levels=1, route_b=c.dist_routes),
+        isa.encode(Op.STEP, levels=1, route_c=c.red_routes),
+        isa.encode(Op.STEP, levels=1, shift=c.sum_width),
+        0x7,
+    ]
+    dut = Accelerator(c)
+
+    async def bench(ctx):
+        bus = SimBus(ctx, dut.host)
+        base = isa.WINDOWS["PROGRAM"][0]
+        machine = Machine(c)
+        for k, word in enumerate(words):
+            at = k % 4
+            program = isa.assemble("nop\n" * at) + [word]
+            machine.reset()
+            machine.load_program([0] * c.prog_depth)
+            machine.load_program(program)
+            for i in range(c.prog_depth):
+                w = program[i] if i < len(program) else 0
+                await bus.write(base + 8 * i, w & 0xFFFFFFFF)
+                await bus.write(base + 8 * i + 4, w >> 32)
+            result = machine.run()
+            got = await start_and_wait(bus)
+            assert result.cause == Cause.ILLEGAL and result.err_pc == at, hex(word)
+            assert (got["cause"], got["err_pc"], got["cycles"]) == \
+                (result.cause.value, result.err_pc, result.counters.cycles), hex(word)
+            await bus.write(isa.CSR["CTRL"][0], 2)
+        # No HALT: NOPs (zero words) up to the end of program memory, from ENTRY.
+        machine.reset()
+        machine.load_program([0] * c.prog_depth)
+        await bus.write(isa.CSR["ENTRY"][0], c.prog_depth - 3)
+        got = await start_and_wait(bus)
+        result = machine.run(entry=c.prog_depth - 3)
+        assert result.cause == Cause.ADDRESS and result.err_pc == c.prog_depth
+        assert (got["cause"], got["err_pc"], got["cycles"]) == \
+            (result.cause.value, result.err_pc, result.counters.cycles)
+
+    run_testbench(dut, bench)
