@@ -247,16 +247,17 @@ def broadcast_benes_strides(lanes):
     return tuple(down + down[::-1][1:])
 
 
-def route_broadcast_benes(sources):
+def route_broadcast_benes(sources, *, strides=None):
     """Search a single Benes network with broadcast switches for a route of ``sources``.
 
-    The network has the strides of :func:`broadcast_benes_strides`. Returns the switch modes
-    (shape ``(stages, L/2)``) or None if no configuration realizes the pattern. An exhaustive
-    backward search (exponential in the worst case; meant for L <= 8).
+    The network has the strides of :func:`broadcast_benes_strides` unless ``strides`` gives
+    another stage sequence of the same switches. Returns the switch modes (shape
+    ``(stages, L/2)``) or None if no configuration realizes the pattern. An exhaustive backward
+    search (exponential in the worst case; meant for L <= 8).
     """
     sources = _check_sources(sources, permutation=False)
     lanes = len(sources)
-    strides = broadcast_benes_strides(lanes)
+    strides = broadcast_benes_strides(lanes) if strides is None else tuple(strides)
     pairs = [stage_pairs(lanes, s) for s in strides]
     # reach[s][w]: inputs that can be on lane w in front of stage s.
     reach = [[frozenset([w]) for w in range(lanes)]]
