@@ -102,6 +102,10 @@ def test_single_benes_with_broadcast_is_not_enough():
     assert route_broadcast_benes(blocked) is None
     assert route_broadcast_benes(list(range(8))[::-1]) is not None
     _check_routes([blocked], route_multicast, 8)
+    # The search takes other stage sequences: one more stage after the Benes network routes it.
+    longer = broadcast_benes_strides(8) + (2,)
+    modes = route_broadcast_benes(blocked, strides=longer)
+    assert model(modes, [range(8)], strides=longer)[0].tolist() == blocked
 
 
 # -- property tests up to 64 lanes ----------------------------------------------------------
