@@ -59,7 +59,8 @@ class Machine:
     ----------
     scratchpad : int64 ndarray of shape ``(regions, depth, lanes)``
         Signed W-bit words.
-    program : int ndarray of ``prog_depth`` 64-bit words (as Python ints in an object array)
+    program : list of int
+        Program memory: ``prog_depth`` 64-bit instruction words.
     dist_table : list of int
         Distribution route entries (configuration bits as integers).
     red_table : list of int

@@ -180,3 +180,37 @@ def test_model_is_fast_on_a_large_step():
     assert result.counters.macs == 1 << 28 and not result.error
     print(f"model: {result.counters.macs / elapsed / 1e6:.0f} M MAC/s")
     assert elapsed < 60
+
+
+def test_machine_and_datapath_reject_bad_arguments():
+    config = CONFIGS["small"]
+    dp = Datapath(config)
+    machine = Machine(config)
+    with pytest.raises(TypeError, match="config must be an AcceleratorConfig, not 4"):
+        Machine(4)
+    with pytest.raises(ValueError, match=f"distribution entry must be an integer of {dp.dist_bits} bits, not -1"):
+        machine.set_dist_route(0, -1)
+    with pytest.raises(ValueError, match=f"reduction entry must be an integer of {dp.red_entry_bits} bits"):
+        machine.set_red_route(0, 1 << dp.red_entry_bits)
+    with pytest.raises(ValueError, match=r"keep lanes must be from 0 to 3, not \[4\]"):
+        dp.pack_red_entry(0, keep=[4], write=[0])
+    with pytest.raises(ValueError, match="write mask must be an integer of 4 bits, not 16"):
+        dp.pack_red_entry(0, keep=0, write=16)
+    with pytest.raises(ValueError, match="program of 65 words at 0 does not fit prog_depth = 64"):
+        machine.load_program([0] * 65)
+    with pytest.raises(ValueError, match=r"values must have shape \(rows, 4\), not \(2, 3\)"):
+        machine.write_rows(0, 0, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="values must be signed 8-bit integers"):
+        machine.write_rows(0, 0, np.full((1, 4), 128))
+
+
+def test_model_refuses_a_reduction_that_adds_a_lane_twice():
+    from fetta.hw.reduction import SwitchMode, pack_config, stage_count, symbolic_outputs
+    config = CONFIGS["small"]
+    L = config.lanes
+    dp = Datapath(config)
+    # Every switch of every stage adds into its low output: lanes are summed more than once.
+    modes = [[SwitchMode.ADD_TO_LO] * (L // 2) for _ in range(stage_count(L))]
+    assert None in symbolic_outputs(modes, L)
+    with pytest.raises(ValueError, match="adds some lane twice"):
+        dp.red_matrix(pack_config(modes, L))
