@@ -24,8 +24,11 @@ def _build_parser():
 
 #: Modules that each add their subcommands with a ``register(subparsers)`` function.
 _COMMANDS = [
-    "fetta.search.layers",
-    "fetta.search.csse",
+    "fetta.hw.accelerator",       # verilog
+    "fetta.search.layers",        # layers
+    "fetta.search.csse",          # search
+    "fetta.search.benes_router",  # route
+    "fetta.boards.cli",           # build
 ]
 
 
