@@ -382,16 +382,20 @@ def exhaustive_joint_macs(forward_network, *, wrt=None, max_tensors=5):
                     cost[step] = step_macs(*step)
         options.append(sorted(ts, key=lambda t: sum(cost[s] for s in t)))
     best = [sum(cost[s] for t in (o[0] for o in options) for s in t)]
+    # Each target's last step makes the target itself, which no other target uses: the cheapest
+    # last steps of the targets still open bound the cost still to pay from below.
+    last = [min(cost[s] for s in cost if s[0] == target) for target in targets]
+    rest = [sum(last[k:]) for k in range(len(targets) + 1)]
 
     def extend(k, done, total):
-        if total >= best[0]:
-            return
         if k == len(options):
             best[0] = total
             return
         for t in options[k]:
             new = t - done
-            extend(k + 1, done | new, total + sum(cost[s] for s in new))
+            more = total + sum(cost[s] for s in new)
+            if more + rest[k + 1] < best[0]:
+                extend(k + 1, done | new, more)
 
     extend(0, frozenset(), 0)
     return best[0]
