@@ -25,6 +25,7 @@ from ..hw import isa
 from ..hw.accelerator import Datapath
 from ..hw.config import AcceleratorConfig
 from ..hw.isa import CSR, WINDOWS, Cause
+from ..hw.uart_bridge import BridgeStatus
 from .model import Machine
 
 __all__ = ["HostBusError", "DriverTimeout", "RegisterAccess", "ModelBackend", "RTLBackend",
@@ -319,31 +320,48 @@ def _pauses(rng, p):
         yield bool(rng.random() < p)
 
 
+def _bus_rejection(error):
+    """Whether a link error reports a rejected access (its ``status`` has a bus error bit)."""
+    status = getattr(error, "status", None)
+    bus_errors = BridgeStatus.SLVERR | BridgeStatus.DECERR | BridgeStatus.RANGE
+    return (isinstance(status, int) and not status & BridgeStatus.ABORT
+            and bool(status & bus_errors))
+
+
 class LinkBackend(RegisterAccess):
     """Any blocking link with ``read32``, ``write32``, ``read_block`` and ``write_block``.
 
     The board's :class:`fetta.boards.host_link.UARTLink` is one: it translates the same register
-    accesses into serial frames. Exceptions of ``errors`` (by default any :exc:`IOError`) become
-    :class:`HostBusError`.
+    accesses into serial frames. A link error whose ``status`` (a
+    :class:`~fetta.hw.uart_bridge.BridgeStatus`) reports SLVERR, DECERR or an address out of range
+    becomes :class:`HostBusError`; other errors (timeouts, framing) propagate unchanged.
+
+    Parameters
+    ----------
+    link : object
+        The link.
+    rejected : callable, optional
+        ``rejected(exception) -> bool`` decides which exceptions of the link are rejected
+        accesses (default: the status test above).
     """
 
-    def __init__(self, link, *, errors=(IOError,)):
+    def __init__(self, link, *, rejected=_bus_rejection):
         for name in ("read32", "write32", "read_block", "write_block"):
             if not callable(getattr(link, name, None)):
                 raise TypeError(f"Link must have a {name}() method, not {link!r}")
         self.link = link
-        self._errors = tuple(errors)
+        self._rejected = rejected
 
     def _call(self, address, write, method, *args):
         try:
             return method(address, *args)
-        except HostBusError:
-            raise
-        except self._errors as e:
+        except Exception as e:
+            if isinstance(e, HostBusError) or not self._rejected(e):
+                raise
             raise HostBusError(address, write=write, detail=str(e)) from e
 
     async def _read32(self, address):
-        return self._call(address, False, self.link.read32)
+        return int(self._call(address, False, self.link.read32))
 
     async def _write32(self, address, value):
         self._call(address, True, self.link.write32, value)
@@ -487,20 +505,23 @@ class Driver:
         words = np.where(words >= 1 << 31, words - (1 << 32), words)
         return words.reshape(count, self._config.lanes)
 
-    async def write_tensor(self, array, layout):
+    async def write_tensor(self, array, layout, *, region=None, base_row=None):
         """Write ``array`` where its :class:`fetta.search.layout.TensorLayout` places it.
 
-        Only the rows the tensor occupies are written (with zeros on their padding lanes); rows
-        between them, which may belong to other tensors, are left alone.
+        ``region`` and ``base_row`` override the layout's own. Only the rows the tensor occupies
+        are written (with zeros on their padding lanes); rows between them, which may belong to
+        other tensors, are left alone.
         """
+        layout = layout.placed(region=region, base=base_row)
         layout.check_fits(self._config)
         rows = layout.pack(array)
         used = np.unique(layout.positions()[0])
         for first, last in _runs(used):
             await self.write_rows(layout.region, layout.base + first, rows[first:last + 1])
 
-    async def read_tensor(self, layout):
-        """Return the tensor that ``layout`` describes, read from the scratchpad."""
+    async def read_tensor(self, layout, *, region=None, base_row=None):
+        """Return the tensor that ``layout`` describes (``region``/``base_row`` override its own)."""
+        layout = layout.placed(region=region, base=base_row)
         layout.check_fits(self._config)
         rows = np.zeros((layout.rows_needed, self._config.lanes), dtype=np.int64)
         for first, last in _runs(np.unique(layout.positions()[0])):

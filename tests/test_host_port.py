@@ -9,6 +9,7 @@ import pytest
 from fetta.hw import isa
 from fetta.hw.accelerator import Accelerator, AcceleratorSystem, Datapath, Timing
 from fetta.hw.config import AcceleratorConfig
+from fetta.hw.uart_bridge import BridgeStatus
 from fetta.hw.host_port import (AXI4LiteResponse, AXI4LiteSignature, HostPort, HostPortExample,
                                 HostPortExampleModel, RegisterBusSignature)
 from fetta.search.layout import TensorLayout
@@ -625,6 +626,11 @@ def test_tensors_round_trip_and_leave_gaps_alone(seed):
     array = rng.integers(SMALL.word_min, SMALL.word_max + 1, (3, 6))
     run_sync(driver.write_tensor(array, layout))
     np.testing.assert_array_equal(run_sync(driver.read_tensor(layout)), array)
+    # The same tensor placed elsewhere by the overrides.
+    run_sync(driver.write_tensor(array[::-1], layout, region=1, base_row=20))
+    np.testing.assert_array_equal(
+        run_sync(driver.read_tensor(layout.placed(region=1, base=20))), array[::-1])
+    np.testing.assert_array_equal(run_sync(driver.read_tensor(layout)), array)
     rows = run_sync(driver.read_rows(2, 0, SMALL.depth))
     used = np.unique(layout.positions()[0]) + 5
     untouched = np.setdiff1d(np.arange(SMALL.depth), used)
@@ -641,10 +647,14 @@ class _FakeLink:
 
     def read32(self, address):
         self.calls += 1
+        if address == 0x7000:
+            raise IOError("no answer within the timeout")
         try:
             return run_sync(self.backend.read32(address))
         except HostBusError as e:
-            raise IOError("bridge status BUS_ERROR") from e
+            error = IOError("read failed: SLVERR")
+            error.status = BridgeStatus.SLVERR
+            raise error from e
 
     def write32(self, address, value):
         self.calls += 1
@@ -665,8 +675,12 @@ def test_link_backend_runs_the_same_script(seed):
     driver = run_sync(Driver.connect(LinkBackend(link)))
     check_case(run_sync(drive_case(driver, case)), case)
     assert link.calls > 10
-    with pytest.raises(HostBusError, match="read at 0x5000 rejected: bridge status BUS_ERROR"):
+    with pytest.raises(HostBusError, match="read at 0x5000 rejected: read failed: SLVERR"):
         run_sync(driver.backend.read32(0x5000))
+    # A link failure is not a rejected access: it propagates as it is.
+    with pytest.raises(OSError, match="no answer within the timeout") as info:
+        run_sync(driver.backend.read32(0x7000))
+    assert not isinstance(info.value, HostBusError)
 
 
 def test_start_wait_clear_and_errors():
