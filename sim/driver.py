@@ -29,7 +29,7 @@ from ..hw.uart_bridge import BridgeStatus
 from .model import Machine
 
 __all__ = ["HostBusError", "DriverTimeout", "RegisterAccess", "ModelBackend", "RTLBackend",
-           "LinkBackend", "Driver", "Status", "run_sync"]
+           "LinkBackend", "Driver", "Status", "run_sync", "describe", "register"]
 
 _MASK = 0xFFFF_FFFF
 
@@ -597,3 +597,59 @@ def _runs(sorted_rows):
         else:
             runs.append([r, r])
     return [tuple(run) for run in runs]
+
+
+async def describe(driver):
+    """Return a text report of the accelerator: identity, configuration, status and counters."""
+    status = await driver.status()
+    error = await driver.error()
+    counters = await driver.counters()
+    c = driver.config
+    lines = [
+        f"accelerator: L = {c.lanes}, W = {c.width}, accumulators {c.acc_width} bits, "
+        f"{c.regions} regions x {c.depth} rows, {c.loop_levels} loop levels",
+        f"program memory {c.prog_depth} instructions, route tables {c.dist_routes} + "
+        f"{c.red_routes} entries",
+        "status: " + (", ".join(name for name in ("busy", "done", "error", "qsat")
+                                 if getattr(status, name)) or "idle"),
+    ]
+    if error is not None:
+        lines.append(f"error: {error[0].name} at instruction {error[1]}")
+    lines.append("counters: " + ", ".join(f"{name} {value}" for name, value in counters.items()))
+    return "\n".join(lines) + "\n"
+
+
+def register(subparsers):
+    """Add the ``host`` subcommand: report an accelerator's state through a driver backend."""
+    p = subparsers.add_parser(
+        "host", help="show an accelerator's configuration, status and counters",
+        description="Connect to an accelerator (a board over its serial link, or the model) and "
+                    "print its configuration, status, error cause and performance counters.")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--serial", metavar="DEVICE", help="the board's serial port")
+    where.add_argument("--model", action="store_true", help="a fresh model instead of a board")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--config", default=None, metavar="TOML",
+                   help="configuration of the model (default: the default configuration)")
+    p.add_argument("--clear", action="store_true", help="write CLEAR after the report")
+    p.set_defaults(run=_run_host)
+    return p
+
+
+def _run_host(args):
+    if args.model:
+        config = (AcceleratorConfig.from_toml(args.config) if args.config is not None
+                  else AcceleratorConfig())
+        _report(ModelBackend(config), args.clear)
+    else:
+        from ..boards.host_link import UARTLink
+        with UARTLink.open(args.serial, baud=args.baud) as link:
+            _report(LinkBackend(link), args.clear)
+    return 0
+
+
+def _report(backend, clear):
+    driver = run_sync(Driver.connect(backend))
+    print(run_sync(describe(driver)), end="")
+    if clear:
+        run_sync(driver.clear())

@@ -1,3 +1,4 @@
+import argparse
 import asyncio
 import gc
 import sys
@@ -14,7 +15,7 @@ from fetta.hw.host_port import (AXI4LiteResponse, AXI4LiteSignature, HostPort, H
                                 HostPortExampleModel, RegisterBusSignature)
 from fetta.search.layout import TensorLayout
 from fetta.sim.driver import (Driver, DriverTimeout, HostBusError, LinkBackend, ModelBackend,
-                              RegisterAccess, RTLBackend, run_sync)
+                              RegisterAccess, RTLBackend, describe, register, run_sync)
 from fetta.sim.rtl import RTLBuild
 
 from accelerator_programs import CASES, build
@@ -783,3 +784,27 @@ def test_driver_on_rtl_through_axi_matches_model(seed, monkeypatch):
     assert build_.test("bench_host_port", testcase="driver_matches_model",
                        params={"config": config.to_dict(), "seed": seed, "pause": 0.3,
                                "cases": cases}) == 1
+
+
+def test_host_subcommand_reports_the_model(capsys, tmp_path):
+    parser = argparse.ArgumentParser(prog="fetta")
+    register(parser.add_subparsers(dest="command"))
+    config = tmp_path / "small.toml"
+    config.write_text("lanes = 4\nacc_width = 16\ndepth = 32\nprog_depth = 32\n"
+                      "dist_routes = 8\nred_routes = 4\n")
+    args = parser.parse_args(["host", "--model", "--config", str(config)])
+    assert args.run(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("accelerator: L = 4, W = 8, accumulators 16 bits, 4 regions x 32 rows")
+    assert "status: idle" in out and "counters: cycles 0, busy 0, macs 0, stalls 0" in out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["host"])
+
+
+def test_describe_reports_an_error():
+    driver = Driver(ModelBackend(SMALL), SMALL)
+    run_sync(driver.load_program([isa.encode(isa.Opcode.NOP), 0xF]))
+    run_sync(driver.run())
+    text = run_sync(describe(driver))
+    assert "status: done, error" in text and "error: ILLEGAL at instruction 1" in text
+    assert f"counters: cycles {2 * Timing.from_config(SMALL).instr}," in text
