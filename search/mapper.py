@@ -18,7 +18,8 @@ names say which index is which), :func:`map_contraction` decides
   a regrouping folded into the distribution routes), with ``keep``/``write`` masks for padding.
 
 A contracted index must sit on the lanes of both operands or on the rows of both: the temporal
-reduction cannot cross STEPs. Indices split on the lanes must use the same factor in every tensor.
+reduction cannot cross STEPs. The lane factors an index has in different tensors must divide one
+another (the index is cut into parts at each of them).
 Otherwise :exc:`MapperError` names the index; :func:`map_relayout` compiles an explicit re-layout
 (copy) pass that fixes the layout, and :func:`choose_layouts` picks layouts that never need one.
 
@@ -139,31 +140,43 @@ class _Part:
 
 
 def _parts(tensors, extents, c_key):
-    """Split every index into parts common to all tensors; check the factors agree."""
+    """Cut every index into parts common to all tensors (at every lane factor used for it).
+
+    With lane factors ``f1 | f2 | ...`` the index is ``x = p0 + f1 p1 + f2 p2 + ...``; part ``pk``
+    sits on the lanes of a tensor whose factor exceeds its scale and on the rows of the others.
+    """
     parts = []
     for index, n in extents.items():
         having = [(key, lay) for key, lay in tensors.items() if index in lay.indices]
         contracted = index not in tensors[c_key].indices
         factors = {key: lay.factor(index) for key, lay in having if lay.factor(index) is not None}
-        if len(set(factors.values())) > 1:
+        cuts = sorted(set(factors.values()) - {1})
+        if any(hi % lo for lo, hi in zip(cuts, cuts[1:])):
             shown = ", ".join(f"{f} in {tensors[k].name}" for k, f in factors.items())
-            raise MapperError(f"index {index!r} is split on the lanes with different factors ({shown}); "
-                              f"re-lay out one tensor (map_relayout) to a common factor")
-        if not factors:
-            homes = {key: ("row", lay.stride(index)) for key, lay in having}
-            parts.append(_Part(index, index, n, 1, homes, contracted))
-            continue
-        f = next(iter(factors.values()))
-        lane = {key: ("lane", lay.lane_weight(index)) if key in factors else ("row", lay.stride(index))
-                for key, lay in having}
-        row = {key: ("row", lay.stride(index) * (1 if key in factors else f)) for key, lay in having}
-        outer = -(-n // f)
-        label0, label1 = (index, None) if outer == 1 else (f"{index}0", f"{index}1")
-        if f > 1:
-            parts.append(_Part(index, label0, f, 1, lane, contracted))
-        if outer > 1:
-            parts.append(_Part(index, label1 if f > 1 else index, outer, f, row, contracted))
+            raise MapperError(f"index {index!r} is split on the lanes with factors that do not divide "
+                              f"one another ({shown}); re-lay out one tensor (map_relayout) to a "
+                              f"common factor")
+        scales = [1] + cuts
+        sizes = [hi // lo for lo, hi in zip(scales, scales[1:])] + [-(-n // scales[-1])]
+        kept = [(s, z) for s, z in zip(scales, sizes) if z > 1]
+        for k, (scale, size) in enumerate(kept):
+            homes = {}
+            for key, lay in having:
+                f = factors.get(key)
+                if f is not None and scale < f:
+                    homes[key] = ("lane", lay.lane_weight(index) * scale)
+                else:
+                    homes[key] = ("row", lay.stride(index) * (scale // (f or 1)))
+            label = index if len(kept) == 1 else f"{index}{k}"
+            parts.append(_Part(index, label, size, scale, homes, contracted))
     return parts
+
+
+def _row_limit(layout, index):
+    """Values of ``index`` that ``layout`` stores rows for (its extent, rounded up to its factor)."""
+    n = layout.extents[index]
+    f = layout.factor(index) or 1
+    return -(-n // f) * f
 
 
 def _check_tensors(a, b, c, config):
@@ -329,7 +342,8 @@ def map_contraction(a, b, c, config=None, *, shift=0, rounding="nearest_even", d
     MapperError
         With the reason: a tensor that does not fit its region, regions not distinct, an index of C
         in neither operand, extents that disagree, a contracted index on the lanes of one operand
-        but the rows of the other, lane factors that disagree, a nest beyond the fields or tables.
+        but the rows of the other, lane factors that do not divide one another, a nest beyond the
+        fields or tables.
     """
     config = AcceleratorConfig() if config is None else config
     if not isinstance(config, AcceleratorConfig):
@@ -412,7 +426,6 @@ def _compile(a, b, c, config, *, shift, rounding, dist_base, red_base):
     red_parts = sorted((p for p in temporal if p.contracted), key=lambda p: stride_of(p, "a"))
     out_parts = sorted((p for p in temporal if not p.contracted), key=lambda p: stride_of(p, "c"))
     loop_parts = red_parts + out_parts
-    pinned_by_index = {p.index: p for p in pinned if p.scale == 1}
 
     emitter = _Emitter(config, timing)
     routes = _Routes(datapath, dist_base, red_base)
@@ -462,30 +475,27 @@ def _compile(a, b, c, config, *, shift, rounding, dist_base, red_base):
         levels = []
         for p in loop_parts:
             count = p.size
-            lane_part = pinned_by_index.get(p.index)
-            if lane_part is not None:  # an edge of a pinned split index: stay inside the tensor
-                n = extents[p.index]
-                count = -(-(n - fixed[lane_part.label]) // p.scale)
+            offset = sum(fixed[q.label] * q.scale for q in pinned if q.index == p.index)
+            if offset or p.scale > 1:
+                # The outer part of a split index: read no row past any tensor's rows of it.
+                limit = min(_row_limit(tensors[k], p.index) for k in p.homes)
+                count = min(count, -(-(limit - offset) // p.scale))
             levels.append((count, stride_of(p, "a"), stride_of(p, "b"), stride_of(p, "c")))
         emitter.nest(levels, len(red_parts), bases, regions, (route_a, route_b, route_c),
                      shift=shift, rounding=_ROUNDING[rounding].value, b_one=b is None,
                      kind="copy" if b is None else None)
 
-    # Lanes of C rows past a pinned split index's extent are written by no step above: zero them.
-    for p in pinned:
-        if p.homes.get("c", ("row",))[0] != "lane" or p.scale != 1:
+    # Lanes of C's last row of a split index whose pinned parts left some of it unwritten
+    # (values past the extent): write 0 there.
+    for index in c.indices:
+        f, n = c.factor(index), extents[index]
+        if f is None or n % f == 0 or not any(
+                q.index == index and q.homes["c"][0] == "lane" for q in pinned):
             continue
-        n, f = extents[p.index], p.size
-        last = -(-n // f) - 1
-        if n % f == 0:
-            continue
-        lanes = []
-        for l in range(c.lane_extent):
-            digit = (l // c.lane_weight(p.index)) % f
-            if digit >= n - last * f:
-                lanes.append(l)
-        levels = [(count, 0, 0, stride) for index, count, stride in c.row_parts() if index != p.index]
-        bases = [a.base, 0, c.base + last * c.stride(p.index)]
+        last = n // f
+        lanes = [l for l in range(c.lane_extent) if (l // c.lane_weight(index)) % f >= n % f]
+        levels = [(count, 0, 0, stride) for x, count, stride in c.row_parts() if x != index]
+        bases = [a.base, 0, c.base + last * c.stride(index)]
         route_c = routes.red_entry(0, [], lanes)
         emitter.nest(levels, 0, bases, regions, (routes.dist_entry([0] * L), 0, route_c),
                      shift=0, rounding=0, b_one=True, kind="fill")

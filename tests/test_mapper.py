@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fetta.hw.config import AcceleratorConfig
@@ -59,9 +59,13 @@ def contractions(draw):
     if not roles:
         roles["a"] = "contracted"
     sizes = {x: draw(st.integers(1, 7)) for x in roles}
-    # One lane factor per index (or none), shared by every tensor that puts it on lanes.
+    # One lane factor per index (or none), and per tensor that factor or one in a chain of
+    # multiples with it (the operands of a contracted index share theirs).
     factor = {x: draw(st.sampled_from([None] + list(range(1, min(sizes[x], lanes) + 1))))
               for x in roles}
+    chain = {x: [f * m for m in (1, 2, 4) if f * m <= min(sizes[x], lanes)]
+                + ([f // 2] if f % 2 == 0 else []) if f is not None else [None]
+             for x, f in factor.items()}
     members = {
         "A": [x for x, r in roles.items() if r in ("batch", "free_a", "contracted")],
         "B": [x for x, r in roles.items() if r in ("batch", "free_b", "contracted")],
@@ -77,14 +81,16 @@ def contractions(draw):
     layouts = []
     for (name, ix), region in zip(members.items(), regions):
         ix = draw(st.permutations(ix))
+        mine = {x: factor[x] if roles[x] == "contracted" else draw(st.sampled_from(chain[x]))
+                for x in ix}
         lane = [x for x in ix if x in contracted_on]
         room = lanes // int(np.prod([factor[x] for x in lane], dtype=int))
         for x in ix:
-            if (roles[x] != "contracted" and factor[x] is not None and factor[x] <= room
+            if (roles[x] != "contracted" and mine[x] is not None and mine[x] <= room
                     and draw(st.integers(0, 3)) > 0):
                 lane.append(x)
-                room //= factor[x]
-        lane = [(x, factor[x]) for x in draw(st.permutations(lane))]
+                room //= mine[x]
+        lane = [(x, mine[x]) for x in draw(st.permutations(lane))]
         row_order = draw(st.permutations(ix))
         layout = natural_layout(name, ix, [sizes[x] for x in ix], lanes=lanes, lane_indices=lane,
                                 row_order=row_order, region=region, base=draw(st.integers(0, 5)))
@@ -107,6 +113,7 @@ def test_random_contractions_match_golden_and_cycles(case):
     # acc_width 32 for W = 16: the reduction network takes at most 32-bit inputs.
     config = AcceleratorConfig(lanes=lanes, width=width, acc_width=32, depth=8192, prog_depth=4096,
                                dist_routes=256, red_routes=256)
+    assume(all(t.base + t.rows_needed <= config.depth for t in (a, b, c)))
     rng = np.random.default_rng(seed)
     # Operands small enough that no accumulator saturates (at most 7 * 7 terms of 2**24 for W = 16).
     lo, hi = (config.word_min, config.word_max + 1) if width == 8 else (-(1 << 12), 1 << 12)
@@ -166,6 +173,19 @@ def test_relayout_copies_through_the_networks(seed):
     np.testing.assert_array_equal(dst.pack(X.T), rows)
     assert program.relayouts == program.steps - program.fills > 0
     assert program.macs == 0 and result.counters.macs == 0
+    assert result.counters.cycles == program.cycles + program.halt_cycles
+    # A change of lane factor (2 to 8, with padding rows) and of row order.
+    src = natural_layout("X", "ij", (5, 13), lanes=8, lane_indices=[("j", 2)], region=1)
+    dst = natural_layout("Y", "ij", (5, 13), lanes=8, lane_indices=[("j", 8)], row_order="ji",
+                         region=0, base=2)
+    config = AcceleratorConfig(lanes=8, prog_depth=1024)
+    X = np.random.default_rng(seed + 1).integers(-128, 128, (5, 13))
+    program = map_relayout(src, dst, config)
+    rows, result = _run(program, config, [(src, X)], dst)
+    assert not result.error
+    np.testing.assert_array_equal(dst.unpack(rows), X)
+    own = np.unique(dst.positions()[0])
+    np.testing.assert_array_equal(dst.pack(X)[own], rows[own])
     assert result.counters.cycles == program.cycles + program.halt_cycles
 
 
@@ -286,11 +306,16 @@ def test_error_contracted_index_lanes_and_rows():
 
 
 def test_error_lane_factors_disagree():
-    a = natural_layout("A", "ik", (3, 8), lanes=4, region=0, lane_indices=[("k", 4)])
+    a = natural_layout("A", "ik", (3, 8), lanes=4, region=0, lane_indices=[("k", 3)])
     b = natural_layout("B", "kj", (8, 5), lanes=4, region=1, lane_indices=[("k", 2)])
     c = natural_layout("C", "ij", (3, 5), lanes=4, region=2)
-    with pytest.raises(MapperError, match=r"index 'k' is split on the lanes with different "
-                                          r"factors \(4 in A, 2 in B\)"):
+    with pytest.raises(MapperError, match=r"index 'k' is split on the lanes with factors that do "
+                                          r"not divide one another \(3 in A, 2 in B\)"):
+        map_contraction(a, b, c, AcceleratorConfig(lanes=4))
+    # Factors 4 and 2 nest, but then k's second part is on A's lanes and B's rows.
+    a = natural_layout("A", "ik", (3, 8), lanes=4, region=0, lane_indices=[("k", 4)])
+    with pytest.raises(MapperError, match=r"contracted index 'k' is on the lanes of A but on the "
+                                          r"rows of B"):
         map_contraction(a, b, c, AcceleratorConfig(lanes=4))
 
 
