@@ -10,9 +10,9 @@ import pytest
 from fetta.hw import isa
 from fetta.hw.accelerator import Accelerator, AcceleratorSystem, Datapath, Timing
 from fetta.hw.config import AcceleratorConfig
-from fetta.hw.uart_bridge import BridgeStatus
 from fetta.hw.host_port import (AXI4LiteResponse, AXI4LiteSignature, HostPort, HostPortExample,
                                 HostPortExampleModel, RegisterBusSignature)
+from fetta.hw.uart_bridge import BridgeStatus
 from fetta.search.layout import TensorLayout
 from fetta.sim.driver import (Driver, DriverTimeout, HostBusError, LinkBackend, ModelBackend,
                               RegisterAccess, RTLBackend, describe, register, run_sync)
