@@ -28,6 +28,7 @@ that true of the results it writes, so results can be the next step's operands.
 """
 
 import dataclasses
+import functools
 import itertools
 
 import numpy as np
@@ -286,6 +287,25 @@ class _Emitter:
                 self.beats_mult += beats
 
 
+# Routes and datapath parameters depend only on their arguments; the CSSE compiles many
+# candidate mappings of the same configuration, so they are computed once.
+
+@functools.lru_cache(maxsize=None)
+def _datapath(config):
+    datapath = Datapath(config)
+    return datapath, Timing.from_datapath(datapath)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _dist_bits(sources):
+    return pack_dist_config(route_multicast(list(sources)), len(sources))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _plan(groups, lanes):
+    return plan_reduction({q: set(g) for q, g in groups}, lanes)
+
+
 class _Routes:
     """Route-table entries, deduplicated, numbered from a base."""
 
@@ -303,7 +323,7 @@ class _Routes:
         key = tuple(sources)
         if key not in self.dist:
             self._full("distribution", self.dist, self.dist_base, self.datapath.config.dist_routes)
-            bits = pack_dist_config(route_multicast(list(key)), len(key))
+            bits = _dist_bits(key)
             self.dist[key] = (self.dist_base + len(self.dist), bits)
         return self.dist[key][0]
 
@@ -375,8 +395,7 @@ def _compile(a, b, c, config, *, shift, rounding, dist_base, red_base):
         raise MapperError(f"shift must be an integer from 0 to {config.sum_width - 1}, not {shift!r}")
     tensors, extents = _check_tensors(a, b, c, config)
     L = config.lanes
-    datapath = Datapath(config)
-    timing = Timing.from_datapath(datapath)
+    datapath, timing = _datapath(config)
     parts = _parts(tensors, extents, "c")
 
     spatial_k, spatial_out, pinned, temporal = [], [], [], []
@@ -454,7 +473,7 @@ def _compile(a, b, c, config, *, shift, rounding, dist_base, red_base):
             values = dict(fixed)
             values.update({p.label: int(v) for p, v in zip(space, vals)})
             groups.setdefault(lane_position("c", values), set()).add(l)
-        plan = plan_reduction(groups, L)
+        plan = _plan(tuple(sorted((q, tuple(sorted(g))) for q, g in groups.items())), L)
         if plan.permutation is not None:
             for key in sources:
                 sources[key] = [sources[key][plan.permutation[k]] for k in range(L)]
