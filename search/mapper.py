@@ -679,5 +679,65 @@ def utilization_table(config=None, examples=EXAMPLES, *, check=True):
     return "\n".join(lines) + "\n"
 
 
+def _parse_expr(expr, sizes_text):
+    try:
+        inputs, output = expr.replace(" ", "").split("->")
+        ia, ib = inputs.split(",")
+    except ValueError:
+        raise MapperError(f"expression must look like 'ik,kj->ij', not {expr!r}") from None
+    sizes = {}
+    for item in filter(None, sizes_text.split(",")):
+        name, eq, value = item.partition("=")
+        if not eq or not value.strip().isdigit():
+            raise MapperError(f"sizes must look like 'i=37,k=23', not {sizes_text!r}")
+        sizes[name.strip()] = int(value)
+    missing = sorted(set(ia + ib + output) - set(sizes))
+    if missing:
+        raise MapperError(f"no size given for indices {missing!r}")
+    return [(ix, tuple(sizes[x] for x in ix)) for ix in (ia, ib, output)]
+
+
+def register(sub):
+    """Add the ``map`` subcommand to the ``fetta`` command line (``sub`` from ``add_subparsers``).
+
+    ``fetta map 'ik,kj->ij' --sizes i=37,k=23,j=19`` chooses layouts, compiles the contraction and
+    prints the layouts, the parts in space and time, cycles, MACs and utilization (``--asm``: the
+    microcode too); ``fetta map --table`` prints the table of docs/mapper.md, checked on the model.
+    """
+    parser = sub.add_parser("map", help="compile one pairwise contraction to microcode",
+                            description="Choose layouts for one pairwise contraction, compile it "
+                                        "and report its exact cycles and utilization.")
+    parser.add_argument("expr", nargs="?", help="the contraction, e.g. 'ik,kj->ij'")
+    parser.add_argument("--sizes", default="", help="index extents, e.g. i=37,k=23,j=19")
+    parser.add_argument("--config", help="accelerator configuration (TOML); default: the default")
+    parser.add_argument("--shift", type=int, default=0, help="requantizer shift")
+    parser.add_argument("--asm", action="store_true", help="print the microcode")
+    parser.add_argument("--table", action="store_true",
+                        help="print the utilization table of docs/mapper.md (depth 8192)")
+    parser.set_defaults(run=_run_map)
+
+
+def _run_map(args):
+    if args.table:
+        config = AcceleratorConfig.from_toml(args.config) if args.config else \
+            AcceleratorConfig(depth=8192)
+        print(utilization_table(config), end="")
+        return 0
+    if not args.expr:
+        raise MapperError("give a contraction such as 'ik,kj->ij' (or --table)")
+    config = AcceleratorConfig.from_toml(args.config) if args.config else AcceleratorConfig()
+    a, b, c = choose_layouts(*_parse_expr(args.expr, args.sizes), config)
+    program = map_contraction(a, b, c, config, shift=args.shift)
+    for layout in (a, b, c):
+        print(layout.describe())
+    print(f"spatial {' '.join(program.spatial) or '-'}; pinned {' '.join(program.pinned) or '-'}; "
+          f"temporal {' '.join(program.temporal) or '-'}")
+    print(f"{program.steps} steps, {len(program.words)} words, {program.cycles} cycles, "
+          f"{program.macs} MACs, utilization {program.utilization:.1%}")
+    if args.asm:
+        print(program.text(), end="")
+    return 0
+
+
 if __name__ == "__main__":
-    print(utilization_table(AcceleratorConfig(depth=8192)))
+    print(utilization_table(AcceleratorConfig(depth=8192)), end="")

@@ -403,3 +403,21 @@ def test_utilization_table_checks_against_the_model():
     small = [e for e in EXAMPLES if e[0].startswith(("small TT", "odd sizes"))]
     table = utilization_table(AcceleratorConfig(depth=8192), small)
     assert len(table.splitlines()) == 2 + len(small)
+
+
+def test_map_subcommand(capsys):
+    import argparse
+    from fetta.search.mapper import register
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["map", "ik,kj->ij", "--sizes", "i=37,k=23,j=19", "--asm"])
+    assert args.run(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("A[i,k] region 0 @0: lanes ")
+    assert "utilization" in out and "step levels=" in out
+    args = parser.parse_args(["map", "ik,kj->ij", "--sizes", "i=37,k=23"])
+    with pytest.raises(MapperError, match=r"no size given for indices \['j'\]"):
+        args.run(args)
+    args = parser.parse_args(["map", "ik->ij"])
+    with pytest.raises(MapperError, match=r"expression must look like 'ik,kj->ij', not 'ik->ij'"):
+        args.run(args)
