@@ -1,7 +1,7 @@
 """Run generated Verilog in Verilator through cocotb 2.x's Python runner.
 
-Builds are keyed by the design's name and a hash of its configuration, under ``build/rtl/``, and
-guarded by a file lock, so parallel test workers (pytest-xdist) build each configuration once and
+Builds are keyed by the design's name and a hash of its configuration and of the hardware sources,
+under ``build/rtl/``, and guarded by a file lock, so parallel test workers (pytest-xdist) build each configuration once and
 never share a build directory between configurations.
 """
 
@@ -48,9 +48,20 @@ def verilator_environment():
     return root
 
 
+def _hardware_digest():
+    """A digest of the sources that generate RTL (``hw/*.py``, ``boards/*.py``), so that a change
+    to them never reuses a stale build."""
+    digest = hashlib.sha256()
+    for path in sorted([*(_REPO / "hw").glob("*.py"), *(_REPO / "boards").glob("*.py")]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def build_key(name, config):
-    """Return a folder name for design ``name`` built with ``config`` (any JSON-able value)."""
-    text = json.dumps(config, sort_keys=True, default=repr)
+    """Return a folder name for design ``name`` built with ``config`` (any JSON-able value) from
+    the current hardware sources."""
+    text = json.dumps(config, sort_keys=True, default=repr) + _hardware_digest()
     return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
