@@ -28,6 +28,7 @@ _COMMANDS = [
     "fetta.search.layers",        # layers
     "fetta.search.csse",          # search
     "fetta.search.benes_router",  # route
+    "fetta.sim.driver",           # host
     "fetta.boards.cli",           # build
 ]
 
