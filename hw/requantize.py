@@ -1,7 +1,7 @@
 """The requantizer: accumulators to narrow results by shift, rounding and saturation."""
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,6 +14,13 @@ __all__ = ["Rounding", "Requantizer", "requantizer_model", "RequantizerModel"]
 
 # Pipeline stages: shift and rounding decision, then increment and saturation.
 _LATENCY = 2
+
+
+def _xorshift(x):
+    """One xorshift32 step of a 32-bit value, as :meth:`fetta.sim.golden.PRNG.step`."""
+    x = x ^ (x << 13)[:32]
+    x = x ^ (x >> 17)
+    return x ^ (x << 5)[:32]
 
 
 def _shift_bits(acc_width):
@@ -130,6 +137,10 @@ class Requantizer(wiring.Component):
         else:
             m.d.comb += shift.eq(payload.shift)
         stochastic = payload.rounding == Rounding.STOCHASTIC
+        # mask = 2**shift - 1, shared by the lanes.
+        mask = Signal(A)
+        m.d.comb += mask.eq(Cat(*[shift > j for j in range(A)]))
+        nonzero = shift != 0
 
         s1_valid = Signal()
         s1_q = [Signal(signed(A), name=f"s1_q_{k}", reset_less=True) for k in range(self._lanes)]
@@ -137,47 +148,55 @@ class Requantizer(wiring.Component):
         m.d.sync += s1_valid.eq(self.i.valid)
 
         for k in range(self._lanes):
-            state = Signal(32, name=f"prng_{k}", init=PRNG.lane_state(self._seed, k))
-            bits = Signal(32, name=f"rand_{k}")
-            # xorshift32, as PRNG.step.
-            t1 = Signal(32, name=f"prng_t1_{k}")
-            t2 = Signal(32, name=f"prng_t2_{k}")
-            m.d.comb += [
-                t1.eq(state ^ (state << 13)[:32]),
-                t2.eq(t1 ^ (t1 >> 17)),
-                bits.eq(t2 ^ (t2 << 5)[:32]),
-            ]
+            # The register holds the next beat's bits, one xorshift step ahead of PRNG's state,
+            # so that no XOR sits between it and the rounding adder.
             const = PRNG.lane_constant(k)
+            bits = Signal(32, name=f"rand_{k}",
+                          init=PRNG.step(PRNG.lane_state(self._seed, k)))
             mixed = Signal(32, name=f"prng_seed_{k}")
             m.d.comb += mixed.eq(self.seed ^ const)
             with m.If(self.seed_load):
-                m.d.sync += state.eq(Mux(mixed == 0, const, mixed))
+                m.d.sync += bits.eq(_xorshift(Mux(mixed == 0, const, mixed)))
             with m.Elif(self.i.valid):
-                m.d.sync += state.eq(bits)
+                m.d.sync += bits.eq(_xorshift(bits))
 
-            # One shifter gives both the floor quotient (top half) and the discarded fraction,
-            # left-aligned in the bottom half.
-            wide = Signal(signed(2 * A), name=f"shifted_{k}")
-            m.d.comb += wide.eq(Cat(Const(0, A), payload.acc[k]).as_signed() >> shift)
-            q = wide[A:].as_signed()
-            frac = wide[:A]
-            nearest_up = frac[A - 1] & (frac[:A - 1].any() | q[0])
-            # Random bits aligned with the fraction's top: carry out of frac + bits <=> r + R >= 2**s.
-            rand = Cat(Const(0, A - 32), bits) if A > 32 else bits[32 - A:]
-            carry = Signal(A + 1, name=f"stochastic_sum_{k}")
-            m.d.comb += carry.eq(frac + rand)
+            # The quotient q = acc >> s; the rounding increment is the carry into bit s of
+            # r + addend + cin, with r = acc mod 2**s:
+            #   nearest-even: addend = 2**(s-1) - 1, cin = q[0]  (r > half, or r = half and q odd)
+            #   stochastic:   addend = R (the random bits mod 2**s), cin = 0
+            acc = payload.acc[k]
+            q = Signal(signed(A), name=f"quotient_{k}")
+            m.d.comb += q.eq(acc >> shift)
+            lsb = Signal(name=f"quotient_lsb_{k}")
+            m.d.comb += lsb.eq(Cat(acc, acc[A - 1]).bit_select(shift, 1))
+            rand = Cat(*[bits] * ((A + 31) // 32))[:A]
+            addend = Signal(A, name=f"addend_{k}")
+            m.d.comb += addend.eq(Mux(stochastic, rand & mask, mask >> 1))
+            total = Signal(A + 1, name=f"round_sum_{k}")
+            m.d.comb += total.eq((acc.as_unsigned() & mask) + addend + (~stochastic & lsb & nonzero))
             m.d.sync += [
                 s1_q[k].eq(q),
-                s1_up[k].eq(Mux(stochastic, carry[A], nearest_up)),
+                s1_up[k].eq(total.bit_select(shift, 1)),
             ]
 
         saturated = Signal(self._lanes)
         m.d.sync += self.o.valid.eq(s1_valid)
         for k in range(self._lanes):
-            value = Signal(signed(A + 1), name=f"rounded_{k}")
-            m.d.comb += value.eq(s1_q[k] + s1_up[k])
-            m.d.comb += saturated[k].eq((value > hi) | (value < lo))
-            m.d.sync += self.o.payload[k].eq(Mux(value > hi, hi, Mux(value < lo, lo, value)))
+            # Saturation of q + up is decided from q's bits alone, in parallel with a W-bit add:
+            # q + up > hi iff q > hi, or q = hi and up; q + up < lo iff q < lo, unless q = lo - 1
+            # and up.
+            q, up = s1_q[k], s1_up[k]
+            top = q[W - 1:]                         # all equal bits <=> q fits in W bits
+            low_ones = q[:W - 1].all()
+            sign = q[A - 1]
+            sat_hi = Signal(name=f"sat_hi_{k}")
+            sat_lo = Signal(name=f"sat_lo_{k}")
+            m.d.comb += [
+                sat_hi.eq((~sign & top.any()) | (~top.any() & low_ones & up)),
+                sat_lo.eq(sign & ~top.all() & ~(top[1:].all() & ~top[0] & low_ones & up)),
+                saturated[k].eq(sat_hi | sat_lo),
+            ]
+            m.d.sync += self.o.payload[k].eq(Mux(sat_hi, hi, Mux(sat_lo, lo, (q[:W] + up)[:W])))
 
         with m.If(self.clear):
             m.d.sync += self.overflow.eq(0)

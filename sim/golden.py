@@ -486,10 +486,11 @@ def requantize(acc, shift, width, rounding="nearest_even", rng=None, *, acc_widt
     * ``"nearest_even"``: to the nearest integer, ties (exactly half an LSB) to the even one; for
       negative values too (``-2.5 -> -2``, ``-3.5 -> -4``).
     * ``"stochastic"``: with ``q = acc >> shift`` (floor) and ``r = acc - q * 2**shift``, the
-      result is ``q + 1`` if ``r + R >= 2**shift``, else ``q``, where ``R`` is the top ``shift``
-      bits of the lane's 32 random bits (``bits >> (32 - shift)``; for ``shift > 32``,
-      ``bits << (shift - 32)``). So ``q + 1`` comes with probability ``r / 2**shift``: unbiased
-      (for ``shift > 32`` within 2**-32 LSB).
+      result is ``q + 1`` if ``r + R >= 2**shift``, else ``q``, where ``R`` is the low ``shift``
+      bits of the lane's 32 random bits repeated (``bits | bits << 32 | ...``): for
+      ``shift <= 32`` just ``bits mod 2**shift``. So ``q + 1`` comes with probability
+      ``r / 2**shift``: unbiased (for ``shift > 32``, whose ``R`` has 32 random top bits, within
+      2**-32 LSB).
     * ``shift = 0`` does not round.
 
     Then values beyond ``[-2**(width-1), 2**(width-1) - 1]`` saturate at its ends.
@@ -546,9 +547,10 @@ def requantize(acc, shift, width, rounding="nearest_even", rng=None, *, acc_widt
         half = (np.int64(1) << s) >> 1
         up = (r > half) | ((r == half) & (s > 0) & ((q & 1) == 1))
     else:
-        bits = _random_bits(rng, acc.shape)
-        aligned = np.where(s <= 32, bits >> np.clip(32 - s, 0, 32), bits << np.clip(s - 32, 0, 30))
-        up = (r + aligned) >= (np.int64(1) << s)
+        bits = _random_bits(rng, acc.shape).astype(np.uint64)
+        repeated = bits | (bits << np.uint64(32))
+        rand = (repeated & ((np.uint64(1) << s.astype(np.uint64)) - np.uint64(1))).astype(np.int64)
+        up = (r + rand) >= (np.int64(1) << s)
     value = q + up
     lo, hi = _limits(width)
     result = np.clip(value, lo, hi)

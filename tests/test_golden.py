@@ -30,7 +30,7 @@ def _nearest_even(acc, shift):
 
 
 def _stochastic(acc, shift, bits):
-    rand = bits >> (32 - shift) if shift <= 32 else bits << (shift - 32)
+    rand = (bits | bits << 32) & ((1 << shift) - 1)     # the low bits of the word, repeated
     floor = acc >> shift
     return floor + (acc - (floor << shift) + rand >= 1 << shift)
 
@@ -326,8 +326,8 @@ def test_requantize_stochastic_is_unbiased():
 
 
 def test_requantize_stochastic_with_explicit_bits():
-    # acc = 5, shift 3: r = 5, rounds up iff the top 3 bits of the word are >= 3.
-    bits = np.array([0, 2 << 29, 3 << 29, 7 << 29, (3 << 29) - 1])
+    # acc = 5, shift 3: r = 5, rounds up iff the low 3 bits of the word are >= 3.
+    bits = np.array([0, 2, 3, 7, 0xFFFFFFFA])
     got, _ = requantize(np.full(5, 5), 3, 8, "stochastic", bits, acc_width=16)
     assert got.tolist() == [0, 0, 1, 1, 0]
     got, _ = requantize(np.full(5, -5), 3, 8, "stochastic", bits, acc_width=16)   # r = 3

@@ -84,8 +84,47 @@ def test_requantizer_hand_cases():
     run_testbench(dut, bench)
 
 
+@pytest.mark.parametrize("acc,shift,result,saturated", [
+    # 8-bit results of 16-bit accumulators, by hand: every way of landing near both ends.
+    (-257, 1, -128, False),     # -128.5 ties to -128
+    (-258, 1, -128, True),      # -129
+    (-259, 1, -128, True),      # -129.5 ties to -130
+    (-255, 1, -128, False),     # -127.5 ties to -128
+    (-256, 1, -128, False),
+    (255, 1, 127, True),        # 127.5 ties to 128
+    (254, 1, 127, False),
+    (253, 1, 126, False),       # 126.5 ties to 126
+    (256, 1, 127, True),
+    (32767, 0, 127, True),
+    (-32768, 0, -128, True),
+    (-32768, 16, 0, False),     # -0.5 ties to 0
+    (32767, 16, 0, False),
+    (-32768, 15, -1, False),
+    (32767, 8, 127, True),      # 127.996 rounds to 128
+    (-32767, 8, -128, False),   # -127.996 rounds to -128
+])
+def test_requantizer_saturation_flag_per_beat(acc, shift, result, saturated):
+    dut = Requantizer(lanes=1, acc_width=16, width=8)
+
+    async def bench(ctx):
+        ctx.set(dut.i.payload, {"acc": [acc], "shift": shift, "rounding": Rounding.NEAREST_EVEN})
+        ctx.set(dut.i.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        for _ in range(dut.latency - 1):
+            await ctx.tick()
+        assert ctx.get(dut.o.valid) == 1
+        assert list(ctx.get(dut.o.payload)) == [result]
+        assert ctx.get(dut.overflow) == saturated
+
+    run_testbench(dut, bench)
+    values, flags = requantizer_model([[acc]], [shift], [Rounding.NEAREST_EVEN], width=8,
+                                      acc_width=16, prng=PRNG(1, 1))
+    assert values.tolist() == [[result]] and flags.tolist() == [saturated]
+
+
 def test_requantizer_stochastic_uses_the_prng():
-    """Stochastic beats use the lane's xorshift bits: r + (bits >> (32 - s)) >= 2**s rounds up."""
+    """Stochastic beats use the lane's xorshift bits: r + (bits mod 2**s) >= 2**s rounds up."""
     lanes, A, seed = 3, 24, 0xC0FFEE
     dut = Requantizer(lanes=lanes, acc_width=A, width=8, seed=seed)
     accs = [[(k * 37 + 5 * j) % 256 - 128 for j in range(lanes)] for k in range(30)]
@@ -102,7 +141,7 @@ def test_requantizer_stochastic_uses_the_prng():
     want = []
     for acc in accs:
         states = [xorshift(x) for x in states]
-        want.append([a // 8 + ((a % 8) + (x >> 29) >= 8) for a, x in zip(acc, states)])
+        want.append([a // 8 + ((a % 8) + (x & 7) >= 8) for a, x in zip(acc, states)])
     assert any(w != [round(Fraction(a, 8)) for a in acc] for w, acc in zip(want, accs))
 
     async def bench(ctx):
@@ -135,8 +174,8 @@ def test_requantizer_model_steps_prng_on_every_beat():
     b.cycle(valid=True, acc=acc[0], shift=2, rounding=Rounding.STOCHASTIC)
     out_a = a.cycle()[1]
     out_b = b.cycle()[1]
-    assert out_a.tolist() == [v // 4 + ((v % 4) + (int(x) >> 30) >= 4) for v, x in zip(acc[0], bits)]
-    assert out_b.tolist() == [v // 4 + ((v % 4) + (int(x) >> 30) >= 4)
+    assert out_a.tolist() == [v // 4 + ((v % 4) + (int(x) & 3) >= 4) for v, x in zip(acc[0], bits)]
+    assert out_b.tolist() == [v // 4 + ((v % 4) + (int(x) & 3) >= 4)
                               for v, x in zip(acc[0], PRNG(7, 2).next())]
 
 

@@ -48,7 +48,8 @@ def stimulus(rng, *, lanes, acc_width, width, cycles):
             elif kind == 3:
                 # Around the ends of the output range, scaled up by the shift.
                 base = int(rng.choice([hi_w, hi_w + 1, lo_w, lo_w - 1]))
-                value = (base << s) + int(rng.integers(-2, 3))
+                spread = (1 << s) if s and rng.random() < 0.5 else 3
+                value = (base << s) + int(rng.integers(-spread, spread))
             else:
                 value = int(rng.integers(-(1 << (W + 1)), 1 << (W + 1))) << s
                 value += int(rng.integers(-(1 << s), 1 << s)) if s else 0
