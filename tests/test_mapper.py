@@ -421,3 +421,36 @@ def test_map_subcommand(capsys):
     args = parser.parse_args(["map", "ik->ij"])
     with pytest.raises(MapperError, match=r"expression must look like 'ik,kj->ij', not 'ik->ij'"):
         args.run(args)
+
+
+def test_chained_programs_and_stochastic_rounding(seed):
+    # A contraction then a re-layout of its result, in one program with disjoint route entries.
+    config = AcceleratorConfig(lanes=8, prog_depth=1024)
+    a, b, c = choose_layouts(("ik", (24, 8)), ("kj", (8, 5)), ("ij", (24, 5)), config)
+    first = map_contraction(a, b, c, config, shift=9, rounding="stochastic")
+    dst = natural_layout("D", "ji", (5, 24), lanes=8, region=3, lane_indices=[("i", 2)])
+    second = map_relayout(c, dst, config, dist_base=len(first.dist_routes),
+                          red_base=len(first.red_routes))
+    assert {e for e, _ in second.dist_routes}.isdisjoint(e for e, _ in first.dist_routes)
+    rng = np.random.default_rng(seed)
+    A, B = rng.integers(-128, 128, a.shape), rng.integers(-128, 128, b.shape)
+    machine = Machine(config)
+    machine.seed = int(rng.integers(1 << 32))
+    for layout, array in ((a, A), (b, B)):
+        machine.write_rows(layout.region, layout.base, layout.pack(array))
+    machine.load_program(first.image(halt=False) + second.image())
+    for program in (first, second):
+        for entry, bits in program.dist_routes:
+            machine.set_dist_route(entry, bits)
+        for entry, bits in program.red_routes:
+            machine.set_red_route(entry, bits)
+    result = machine.run()
+    assert not result.error
+    assert result.counters.cycles == first.cycles + second.cycles + second.halt_cycles
+    got = dst.unpack(machine.read_rows(dst.region, dst.base, dst.rows_needed)).T
+    # Stochastic rounding gives the floor or the next integer of the exact quotient (saturated),
+    # not always the nearest (each of 120 values differs with odds about 1/4: all equal, 1e-15).
+    low = np.clip(np.floor_divide(A @ B, 512), -128, 127)
+    high = np.clip(np.floor_divide(A @ B, 512) + 1, -128, 127)
+    assert np.all((got == low) | (got == high))
+    assert np.any(got != np.clip(np.rint((A @ B) / 512), -128, 127))
