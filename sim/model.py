@@ -2,16 +2,19 @@
 
 :class:`Machine` holds the same state as the hardware (scratchpad, program memory, route tables, loop
 and operand registers, PRNG, status, counters) and executes the same 64-bit instructions
-(:mod:`fetta.hw.isa`). A ``STEP`` is evaluated with numpy over its whole loop nest (gathers of the
-operand rows, lane routing, products, sums over the temporal reduction, the reduction network as a
-0/1 matrix, requantization), in chunks that bound memory; there is no Python loop per MAC or per
-cycle. Cycle counts come from :class:`fetta.hw.accelerator.Timing`, the same object the RTL
+(:mod:`fetta.hw.isa`). A ``STEP`` is evaluated with numpy over its whole loop nest, in chunks that
+bound memory: the operand regions are routed once (the distribution networks as lane maps), the
+beats are strided views of them (row addresses are affine in the loop counters) contracted over the
+temporal reduction by ``np.einsum`` (or, when an accumulator could saturate, gathered and summed
+with per-MAC saturation), the reduction network is a 0/1 matrix, then requantization. There is no
+Python loop per MAC or per cycle. Cycle counts come from :class:`fetta.hw.accelerator.Timing`, the same object the RTL
 controller is built from.
 """
 
 import dataclasses
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..hw import isa
 from ..hw.accelerator import Datapath, Timing
@@ -242,8 +245,6 @@ class Machine:
         if not b_one:
             k.macs += n * L
 
-        addr_a = self._addresses(0, levels).reshape(outputs, sweep)
-        addr_b = None if b_one else self._addresses(1, levels).reshape(outputs, sweep)
         addr_c = self._addresses(2, levels, red)
         src_a = self._dist_map(f["route_a"])
         src_b = None if b_one else self._dist_map(f["route_b"])
@@ -252,29 +253,25 @@ class Machine:
         reg_a = self.scratchpad[self.regions[0]]
         reg_b = self.scratchpad[self.regions[1]]
         reg_c = self.scratchpad[self.regions[2]]
-        results = np.empty((outputs, L), dtype=np.int64)
-        overflow = False
-        qsat = False
         max_a = int(np.abs(reg_a).max()) if reg_a.size else 0
         max_b = 1 if b_one else (int(np.abs(reg_b).max()) if reg_b.size else 0)
+        # No partial sum of a sweep can leave the accumulator's range: plain sums are exact.
         safe = sweep * max_a * max_b <= c.acc_max
         # Route every row of the operand regions once (cheaper than routing every beat), in the
         # narrowest integer type that holds each sweep's sum exactly.
         dtype = np.int32 if safe and sweep * max_a * max_b < 1 << 31 else np.int64
-        lanes_a = _route(reg_a, src_a).astype(dtype)
-        lanes_b = None if b_one else _route(reg_b, src_b).astype(dtype)
-        chunk = max(1, _CHUNK // (sweep * L))
-        for start in range(0, outputs, chunk):
-            stop = min(outputs, start + chunk)
-            if b_one:
-                products = lanes_a[addr_a[start:stop]]
-            else:
-                products = lanes_a[addr_a[start:stop]] * lanes_b[addr_b[start:stop]]
-            if safe:
-                acc = products.sum(axis=1).astype(np.int64)   # exact in `dtype` (see above)
-            else:
-                acc, flags = saturating_sum(products, acc_width=c.acc_width, axis=1)
-                overflow = overflow or bool(flags.any())
+        lanes_a = np.ascontiguousarray(_route(reg_a, src_a), dtype=dtype)
+        lanes_b = None if b_one else np.ascontiguousarray(_route(reg_b, src_b), dtype=dtype)
+        if safe:
+            chunks = self._sums_by_views(lanes_a, lanes_b, levels, red, outputs)
+        else:
+            chunks = self._sums_saturating(lanes_a, lanes_b, levels, outputs, sweep)
+        results = np.empty((outputs, L), dtype=np.int64)
+        overflow = False
+        qsat = False
+        for start, acc, flag in chunks:
+            stop = start + len(acc)
+            overflow = overflow or flag
             sums = acc @ matrix.T
             # The requantizer steps its generators once per row, whatever the rounding mode.
             if mode == "stochastic":
@@ -295,6 +292,53 @@ class Machine:
             return self._fail(Cause.SATURATION)
         self.pc += 1
         return False
+
+    def _sums_by_views(self, lanes_a, lanes_b, levels, red, outputs):
+        """Yield ``(first output, accumulators, False)`` chunks, for a step that cannot saturate.
+
+        The operands of the whole nest are strided views of the routed regions (row addresses
+        are affine in the loop counters), contracted by ``np.einsum`` over the reduction levels
+        without materializing the beats.
+        """
+        L = self.config.lanes
+        order = list(range(levels - 1, -1, -1))             # axis j is level order[j]
+        counts = [self.count[lvl] for lvl in order]
+        views = []
+        for op, lanes in ((0, lanes_a), (1, lanes_b)):
+            if lanes is None:
+                continue
+            row_bytes, word_bytes = lanes.strides
+            strides = [int(self.strides[op, lvl]) * row_bytes for lvl in order] + [word_bytes]
+            # The range check guarantees every address of the nest lies inside the region.
+            views.append(as_strided(lanes[self.bases[op]:], shape=counts + [L], strides=strides,
+                                    writeable=False))
+        axes = list(range(levels + 1))
+        out_axes = list(range(levels - red)) + [levels]
+        if levels == red:
+            # One output: nothing to split.
+            operands = [x for v in views for x in (v, axes)]
+            yield 0, np.einsum(*operands, out_axes).reshape(-1, L).astype(np.int64), False
+            return
+        # Split the outermost (output) level so that a chunk holds about _CHUNK accumulators.
+        step = max(1, _CHUNK // max(1, (outputs // counts[0]) * L))
+        for first in range(0, counts[0], step):
+            operands = [x for v in views for x in (v[first:first + step], axes)]
+            acc = np.einsum(*operands, out_axes).reshape(-1, L).astype(np.int64)
+            yield first * (outputs // counts[0]), acc, False
+
+    def _sums_saturating(self, lanes_a, lanes_b, levels, outputs, sweep):
+        """Yield ``(first output, accumulators, saturated)`` chunks with per-MAC saturation."""
+        c = self.config
+        addr_a = self._addresses(0, levels).reshape(outputs, sweep)
+        addr_b = None if lanes_b is None else self._addresses(1, levels).reshape(outputs, sweep)
+        chunk = max(1, _CHUNK // (sweep * c.lanes))
+        for start in range(0, outputs, chunk):
+            stop = min(outputs, start + chunk)
+            products = lanes_a[addr_a[start:stop]]
+            if lanes_b is not None:
+                products = products * lanes_b[addr_b[start:stop]]
+            acc, flags = saturating_sum(products, acc_width=c.acc_width, axis=1)
+            yield start, acc, bool(flags.any())
 
     # Host-side helpers.
 
