@@ -401,18 +401,31 @@ class _LanePRNG:
             self.state = self._apply(self._power(k), self.state)
 
     def draw(self, k):
-        """Step ``k`` times; return the states after each step, int64 of shape ``(k, lanes)``."""
-        out = np.empty((k, self.lanes), dtype=np.uint32)
-        first = min(k, self._BLOCK)
-        state = self.state
-        for t in range(first):
-            state = PRNG.step(state)
-            out[t] = state
-        if k > first:
-            jump = self._power(self._BLOCK)
-            for start in range(self._BLOCK, k, self._BLOCK):
-                stop = min(k, start + self._BLOCK)
-                out[start:stop] = self._apply(jump, out[start - self._BLOCK:stop - self._BLOCK])
+        """Step ``k`` times; return the states after each step, int64 of shape ``(k, lanes)``.
+
+        Long runs are cut into about sqrt(k) stretches whose starting states come from jumps;
+        the stretches then advance side by side, one vectorized xorshift step at a time.
+        """
+        if k <= self._BLOCK:
+            out = np.empty((k, self.lanes), dtype=np.uint32)
+            state = self.state
+            for t in range(k):
+                state = PRNG.step(state)
+                out[t] = state
+        else:
+            stretch = int(np.ceil(np.sqrt(k)))
+            count = -(-k // stretch)
+            jump = self._power(stretch)
+            starts = np.empty((count, self.lanes), dtype=np.uint32)
+            starts[0] = self.state
+            for p in range(1, count):
+                starts[p] = self._apply(jump, starts[p - 1])
+            out = np.empty((count, stretch, self.lanes), dtype=np.uint32)
+            state = starts
+            for t in range(stretch):
+                state = PRNG.step(state)
+                out[:, t] = state
+            out = out.reshape(-1, self.lanes)[:k]
         if k:
             self.state = out[k - 1].copy()
         return out.astype(np.int64)

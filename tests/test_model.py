@@ -214,3 +214,16 @@ def test_model_refuses_a_reduction_that_adds_a_lane_twice():
     assert None in symbolic_outputs(modes, L)
     with pytest.raises(ValueError, match="adds some lane twice"):
         dp.red_matrix(pack_config(modes, L))
+
+
+@pytest.mark.parametrize("rows", [0, 1, 511, 512, 513, 5000])
+def test_lane_prng_matches_golden(rows):
+    """The model's fast generator stepping (jumps, side-by-side stretches) against golden.PRNG."""
+    from fetta.sim.golden import PRNG
+    from fetta.sim.model import _LanePRNG
+    fast, slow = _LanePRNG(4), PRNG(77, 4)
+    fast.reseed(77)
+    np.testing.assert_array_equal(fast.draw(rows), slow.draw(rows))
+    fast.advance(1000)
+    slow.draw(1000)
+    np.testing.assert_array_equal(fast.draw(3), slow.draw(3))
