@@ -257,11 +257,51 @@ def _check_plan(plan, groups, rng, width=8):
             assert out[b, q] == total, (q, groups)
 
 
+def _permutation_routable(perm):
+    """Independent check: plain depth-first search over each input's path through the stages.
+
+    Every bit is visited by exactly two stages, so a value's path is fixed by its coordinate
+    between the two visits of each bit; the switches force all values onto distinct wires at
+    every stage boundary.
+    """
+    lanes = len(perm)
+    n = lanes.bit_length() - 1
+    dims = stage_dims(lanes)
+    out_coord = port_coordinates(lanes)[-1]
+
+    def path(x, y, m):
+        seen, coords = {}, []
+        for d in dims:
+            seen[d] = seen.get(d, 0) + 1
+            coords.append(sum((x if b not in seen else m if seen[b] == 1 else y) & (1 << b)
+                              for b in range(n)))
+        return coords
+
+    paths = [[path(perm[q], out_coord[q], m) for m in range(lanes)] for q in range(lanes)]
+    used = [set() for _ in dims]
+
+    def dfs(k):
+        if k == lanes:
+            return True
+        for p in paths[k]:
+            if all(c not in used[s] for s, c in enumerate(p)):
+                for s, c in enumerate(p):
+                    used[s].add(c)
+                if dfs(k + 1):
+                    return True
+                for s, c in enumerate(p):
+                    used[s].discard(c)
+        return False
+
+    return dfs(0)
+
+
 def test_unroutable_permutation_at_16_lanes_and_fallback(seed):
-    """Not every permutation of 16 lanes routes in one pass (an exhaustive search over every
-    middle coordinate proves this one impossible); the fallback regroups through the distribution
-    network."""
+    """Not every permutation of 16 lanes routes in one pass; the fallback regroups the lanes
+    through the distribution network."""
     perm = [2, 3, 11, 10, 8, 1, 5, 4, 7, 15, 9, 12, 6, 13, 14, 0]
+    assert not _permutation_routable(perm)
+    assert _permutation_routable(list(range(16))[::-1])  # the check can succeed
     groups = {q: {perm[q]} for q in range(16)}
     with pytest.raises(Unroutable, match=r"cannot route pattern \{0: \[2\], 1: \[3\]"):
         route_reduction(groups, 16)
@@ -389,10 +429,10 @@ def test_network_matches_model_in_simulation(lanes, seed):
 # --- Verilator ------------------------------------------------------------------------------------
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("lanes", [8, 16, 64])
+@pytest.mark.parametrize("lanes", [8, 16])
 def test_network_in_verilator(lanes, seed):
     width = 8
     build = RTLBuild(name="reduction", config={"lanes": lanes, "width": width},
                      elaborate=lambda: ReductionNetwork(lanes=lanes, width=width))
     assert build.test("bench_reduction", params={"lanes": lanes, "width": width, "seed": seed,
-                                                  "beats": 200 if lanes < 64 else 60}) == 1
+                                                  "beats": 300}) == 1
