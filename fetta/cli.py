@@ -30,6 +30,7 @@ _COMMANDS = [
     "fetta.search.benes_router",  # route
     "fetta.sim.driver",           # host
     "fetta.boards.cli",           # build
+    "fetta.bench",                # bench
 ]
 
 
