@@ -172,7 +172,7 @@ class TensorLayout:
     @property
     def lane_extent(self):
         """Lanes that hold elements (the product of the lane factors); the others are padding."""
-        return int(np.prod([f for _, f in self.lane_indices], dtype=object)) if self.lane_indices else 1
+        return int(np.prod([f for _, f in self.lane_indices], dtype=object))
 
     def row_parts(self):
         """``[(index, count, stride)]``: every part on rows with its number of values and stride."""

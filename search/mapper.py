@@ -1,4 +1,4 @@
-"""The mapper: one pairwise contraction ``C = sum A * B`` compiled to microcode, routes and a cycle count.
+"""The mapper: one pairwise contraction ``C = sum A * B`` to microcode, routes and a cycle count.
 
 Given the layouts of A, B and C in the scratchpad (:class:`fetta.search.layout.TensorLayout`; index
 names say which index is which), :func:`map_contraction` decides
@@ -539,11 +539,13 @@ def choose_layouts(a, b, c, config=None, *, regions=(0, 1, 2), bases=(0, 0, 0), 
     """Layouts of A, B and C that let one contraction run with the fewest beats.
 
     Chooses a factor for every index (a power of two or the whole extent, their product at most L)
-    so that the number of beats, the product of ``ceil(extent / factor)``, is smallest; ties go to
-    fewer padded lanes, then to indices of C. Every tensor must fit ``config.depth`` rows. The chosen parts are on the lanes of every tensor that
-    has them, so they are all spatial: contracted ones are reduced by the reduction network, the
-    others multicast to the operand that lacks them (e.g. ``g`` lanes of a contracted index times
-    ``L/g`` of a free index). Rows are dense and row-major in each tensor's index order.
+    so that the number of beats, the product of ``ceil(extent / factor)``, is smallest, with every
+    tensor within ``config.depth`` rows; among the fewest-beat choices (up to 16, fewer padded
+    lanes and more indices of C first) the one of fewest exact cycles wins. The chosen parts are on
+    the lanes of every tensor that has them, so they are all spatial: contracted ones are reduced by
+    the reduction network, the others multicast to the operand that lacks them (e.g. ``g`` lanes of
+    a contracted index times ``L/g`` of a free index). Rows are dense and row-major in each tensor's
+    index order.
 
     Parameters
     ----------
@@ -629,7 +631,8 @@ EXAMPLES = (
     ("batched outer: C[b,i,j] = A[b,i] B[b,j]", ("bi", (64, 4)), ("bj", (64, 4)), ("bij", (64, 4, 4))),
     ("Tucker factor: T[i,q,s] = G[p,q,s] U[i,p]", ("pqs", (4, 4, 4)), ("ip", (16, 4)),
      ("iqs", (16, 4, 4))),
-    ("odd sizes: C[i,j] = A[i,k] B[k,j], 37x23x19", ("ik", (37, 23)), ("kj", (23, 19)), ("ij", (37, 19))),
+    ("odd sizes: C[i,j] = A[i,k] B[k,j], 37x23x19", ("ik", (37, 23)), ("kj", (23, 19)),
+     ("ij", (37, 19))),
 )
 
 

@@ -45,7 +45,8 @@ def _check(a, b, c, config, A, B, shift=0):
     return program
 
 
-# Random contractions: batch, free and contracted indices in any order, random layouts.
+# Random contractions: batch, free and contracted indices (and an index summed over A alone) in
+# any order, random layouts.
 
 @st.composite
 def contractions(draw):
@@ -53,7 +54,8 @@ def contractions(draw):
     width = draw(st.sampled_from([8, 16]))
     names = iter("abcdefgh")
     roles = {}
-    for role, most in (("batch", 1), ("free_a", 2), ("free_b", 2), ("contracted", 2)):
+    for role, most in (("batch", 1), ("free_a", 2), ("free_b", 2), ("contracted", 2),
+                       ("summed_a", 1)):
         for _ in range(draw(st.integers(0, most))):
             roles[next(names)] = role
     if not roles:
@@ -67,7 +69,7 @@ def contractions(draw):
                 + ([f // 2] if f % 2 == 0 else []) if f is not None else [None]
              for x, f in factor.items()}
     members = {
-        "A": [x for x, r in roles.items() if r in ("batch", "free_a", "contracted")],
+        "A": [x for x, r in roles.items() if r in ("batch", "free_a", "contracted", "summed_a")],
         "B": [x for x, r in roles.items() if r in ("batch", "free_b", "contracted")],
         "C": [x for x, r in roles.items() if r in ("batch", "free_a", "free_b")],
     }
