@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from fetta.hw.reduction import (ReductionNetwork, SwitchMode, pack_config, port_coordinates,
                                 reduction_model, stage_count, stage_dims, symbolic_outputs,
                                 unpack_config, wiring_bits)
-from fetta.search.reduction_router import (ReductionPlan, ReductionRoute, Unroutable, check_route,
+from fetta.search.reduction_router import (ReductionPlan, Unroutable, check_route,
                                            plan_reduction, reachable_placements, route_reduction)
 from fetta.sim.rtl import RTLBuild
 
@@ -56,7 +56,8 @@ def _random_pattern(rng, lanes, max_size=None):
 def test_sizes_match_published_figures(lanes, stages, switches):
     dut_stages = stage_count(lanes)
     assert dut_stages == stages and dut_stages * lanes // 2 == switches
-    assert ReductionNetwork(lanes=lanes, width=8).config_layout.size == 2 * switches
+    # 2 bits per switch: the all-ones configuration fills exactly 2 * switches bits.
+    assert pack_config([[3] * (lanes // 2)] * stages, lanes) == (1 << (2 * switches)) - 1
 
 
 def test_wiring_reverses_low_bits():
@@ -403,6 +404,7 @@ def test_network_matches_model_in_simulation(lanes, seed):
     want = reduction_model(xs, modes, width=width)
     dut = ReductionNetwork(lanes=lanes, width=width)
     out_width = dut.out_width
+    assert dut.config_layout.size == 2 * dut.stages * lanes // 2
 
     async def bench(ctx):
         seen = []
