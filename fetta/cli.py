@@ -27,6 +27,7 @@ _COMMANDS = [
     "fetta.hw.accelerator",       # verilog
     "fetta.search.layers",        # layers
     "fetta.search.csse",          # search
+    "fetta.search.mapper",        # map
     "fetta.search.benes_router",  # route
     "fetta.sim.driver",           # host
     "fetta.boards.cli",           # build
