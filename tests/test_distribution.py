@@ -319,10 +319,7 @@ def test_route_error_is_a_value_error():
 @pytest.mark.parametrize("lanes,width,register_every,beats", [
     (8, 16, 1, 2000), (16, 8, 2, 1500), (32, 8, 3, 500),
 ])
-def test_distribution_in_verilator(lanes, width, register_every, beats, seed, monkeypatch):
-    # Verilator splits large models into several files compiled with a precompiled header; the
-    # PyPI build leaves the flag that includes that header empty, so pass it to make.
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
+def test_distribution_in_verilator(lanes, width, register_every, beats, seed):
     config = {"lanes": lanes, "width": width, "register_every": register_every}
     dut = BenesDistribution(**config)
     build = RTLBuild(name="distribution", config=config,

@@ -771,7 +771,7 @@ def test_run_sync_refuses_suspending_coroutines():
 
 
 @pytest.mark.rtl
-def test_driver_on_rtl_through_axi_matches_model(seed, monkeypatch):
+def test_driver_on_rtl_through_axi_matches_model(seed):
     """The same driver script on the accelerator's Verilog behind its AXI4-Lite port (cocotbext-axi
     master, random back-pressure on every channel) and on the model: identical results, status
     and counters, and equal to each case's numpy expectations."""
@@ -779,7 +779,6 @@ def test_driver_on_rtl_through_axi_matches_model(seed, monkeypatch):
     # The same build as the accelerator's own Verilator test (same name and configuration).
     build_ = RTLBuild(name="accelerator_system", config=config.to_dict(),
                       elaborate=lambda: AcceleratorSystem(config))
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
     cases = ["matmul_grouped", "illegal_opcode", "batched_transposed", "saturation"]
     assert build_.test("bench_host_port", testcase="driver_matches_model",
                        params={"config": config.to_dict(), "seed": seed, "pause": 0.3,

