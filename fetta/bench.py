@@ -430,10 +430,11 @@ def bench_resources(quick=False, *, out=None):
 
 
 def bench_fpga(quick=False, *, out=None, board="ulx3s"):
-    """The ``fpga`` section: build the board's bitstream and print its report."""
+    """The ``fpga`` section: build the board's bitstream (in ``build/bench/<board>``, apart from
+    ``make bitstream``'s folder) and print its report."""
     out = sys.stdout if out is None else out
     from fetta.boards.build import build_board, format_report
-    report = build_board(board)
+    report = build_board(board, build_dir=Path("build") / "bench" / board)
     print(format_report(report), end="", file=out)
     return report
 
