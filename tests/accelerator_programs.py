@@ -19,7 +19,7 @@ from fetta.search.benes_router import replicate_pattern, route_multicast, route_
 from fetta.search.reduction_router import route_reduction
 from fetta.sim.golden import PRNG, requantize
 
-__all__ = ["Case", "CASES", "build"]
+__all__ = ["Case", "CASES", "build", "load_model"]
 
 
 @dataclasses.dataclass
@@ -259,6 +259,18 @@ CASES = {f.__name__: f for f in (matmul_grouped, batched_transposed, copy_relayo
 def build(name, config, seed):
     """Build case ``name`` for ``config`` with random operands from ``seed``."""
     return CASES[name](config, np.random.default_rng(seed))
+
+
+def load_model(machine, case):
+    """Load ``case`` (program, route entries, initial rows, PRNG seed) into the model ``machine``."""
+    machine.load_program(case.program)
+    for entry, bits in case.dist_routes.items():
+        machine.set_dist_route(entry, bits)
+    for entry, bits in case.red_routes.items():
+        machine.set_red_route(entry, bits)
+    for region, row, values in case.init:
+        machine.write_rows(region, row, values)
+    machine.seed = case.seed
 
 
 # Host-side driving, shared by the Amaranth-simulator tests and the cocotb bench: ``bus`` has

@@ -16,8 +16,8 @@ from fetta.hw.scratchpad import Scratchpad
 from fetta.sim.model import Machine
 from fetta.sim.rtl import RTLBuild
 
-from accelerator_programs import (build, load_case, random_case, read_rows, run_and_check,
-                                  run_and_compare, start_and_wait)
+from accelerator_programs import (build, load_case, load_model, random_case, read_rows,
+                                  run_and_check, run_and_compare, start_and_wait)
 from sim_util import run_testbench
 
 SMALL = AcceleratorConfig(lanes=4, acc_width=16, depth=32, prog_depth=32, dist_routes=8, red_routes=4)
@@ -30,17 +30,6 @@ def rejected():
         warnings.simplefilter("ignore", UnusedElaboratable)
         yield
         gc.collect()
-
-
-def load_model(machine, case):
-    machine.load_program(case.program)
-    for e, bits in case.dist_routes.items():
-        machine.set_dist_route(e, bits)
-    for e, bits in case.red_routes.items():
-        machine.set_red_route(e, bits)
-    for region, row, values in case.init:
-        machine.write_rows(region, row, values)
-    machine.seed = case.seed
 
 
 class SimBus:

@@ -12,7 +12,7 @@ from fetta.search.benes_router import route_permutation
 from fetta.sim.golden import einsum_int
 from fetta.sim.model import Machine
 
-from accelerator_programs import CASES, build
+from accelerator_programs import CASES, build, load_model
 
 CONFIGS = {
     "default": AcceleratorConfig(),
@@ -20,17 +20,6 @@ CONFIGS = {
                                red_routes=8),
     "wide": AcceleratorConfig(lanes=8, width=16, acc_width=32, depth=128),
 }
-
-
-def load(machine, case):
-    machine.load_program(case.program)
-    for entry, bits in case.dist_routes.items():
-        machine.set_dist_route(entry, bits)
-    for entry, bits in case.red_routes.items():
-        machine.set_red_route(entry, bits)
-    for region, row, values in case.init:
-        machine.write_rows(region, row, values)
-    machine.seed = case.seed
 
 
 def check(machine, case, result):
@@ -52,7 +41,7 @@ def test_case_on_model(name, config_name, seed):
     config = CONFIGS[config_name]
     case = build(name, config, seed)
     machine = Machine(config)
-    load(machine, case)
+    load_model(machine, case)
     check(machine, case, machine.run())
 
 
@@ -61,7 +50,7 @@ def test_error_then_clear_then_next_program(seed):
     machine = Machine(config)
     for name in ("saturation", "illegal_opcode", "address_range"):
         bad = build(name, config, seed)
-        load(machine, bad)
+        load_model(machine, bad)
         result = machine.run()
         assert result.error and result.cause == bad.cause
         # START is refused while ERROR is set: nothing runs, the error stays.
@@ -69,7 +58,7 @@ def test_error_then_clear_then_next_program(seed):
         assert again.error and again.counters == result.counters
         machine.clear()
         good = build("matmul_grouped", config, seed + 1)
-        load(machine, good)
+        load_model(machine, good)
         check(machine, good, machine.run())
 
 
@@ -78,7 +67,7 @@ def test_counters_add_up(seed):
     t = Timing.from_config(config)
     case = build("batched_transposed", config, seed)
     machine = Machine(config)
-    load(machine, case)
+    load_model(machine, case)
     k = machine.run().counters
     steps = sum(1 for w in case.program if isa.decode(w)[0] == isa.Opcode.STEP)
     assert k.busy * config.lanes == k.macs

@@ -13,13 +13,13 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
+from cocotb_util import reset
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from accelerator_programs import (build, load_case, random_case, read_rows,  # noqa: E402
-                                  run_and_check, run_and_compare)
+from accelerator_programs import (build, load_case, load_model, random_case,  # noqa: E402
+                                  read_rows, run_and_check, run_and_compare)
 from fetta.hw import isa  # noqa: E402
 from fetta.hw.config import AcceleratorConfig  # noqa: E402
 from fetta.sim.model import Machine  # noqa: E402
@@ -52,17 +52,6 @@ def _pauses(rng, p):
         yield bool(rng.random() < p)
 
 
-def _load_model(machine, case):
-    machine.load_program(case.program)
-    for entry, bits in case.dist_routes.items():
-        machine.set_dist_route(entry, bits)
-    for entry, bits in case.red_routes.items():
-        machine.set_red_route(entry, bits)
-    for region, row, values in case.init:
-        machine.write_rows(region, row, values)
-    machine.seed = case.seed
-
-
 @cocotb.test()
 async def programs_match_model(dut):
     p = json.loads(os.environ["FETTA_PARAMS"])
@@ -72,18 +61,14 @@ async def programs_match_model(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     rng = np.random.default_rng(seed)
     bus = HostBus(dut, rng)
-    dut.rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
+    await reset(dut)
     assert await bus.read(isa.CSR["ID"][0]) == isa.ID_VALUE
     assert await bus.read(isa.CSR["LANES"][0]) == config.lanes
     machine = Machine(config)
     for k, name in enumerate(p["cases"]):
         case = build(name, config, seed + k)
         await load_case(bus, config, case)
-        _load_model(machine, case)
+        load_model(machine, case)
         got = await run_and_check(bus, config, case, machine)
         dut._log.info(f"{name}: {got}")
         if got["status"] & 4:
@@ -94,7 +79,7 @@ async def programs_match_model(dut):
     for _ in range(p["random"]):
         case = random_case(config, rng, window=8)
         await load_case(bus, config, case)
-        _load_model(machine, case)
+        load_model(machine, case)
         got = await run_and_compare(bus, config, case, machine, window=8)
         if got["status"] & 4:
             await bus.write(isa.CSR["CTRL"][0], 2)

@@ -16,6 +16,7 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
+from cocotb_util import reset
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 
@@ -199,11 +200,7 @@ async def driver_matches_model(dut):
     config = AcceleratorConfig.from_dict(p["config"])
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     rtl_backend = RTLBackend(dut, pause=p["pause"], seed=p["seed"])
-    dut.rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
+    await reset(dut)
     rtl = await Driver.connect(rtl_backend)
     assert rtl.config == config
     model = run_sync(Driver.connect(ModelBackend(config)))

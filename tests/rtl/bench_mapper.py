@@ -14,7 +14,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
+from cocotb_util import reset
 
 from fetta.hw.config import AcceleratorConfig
 from fetta.sim.driver import Driver, RTLBackend
@@ -30,11 +30,7 @@ async def mapper_programs_match_prediction(dut):
     dut._log.info(f"FETTA_SEED={p['seed']}")
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     backend = RTLBackend(dut, pause=0.2, seed=p["seed"])
-    dut.rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
+    await reset(dut)
     driver = Driver(backend, config)
     for name, program, inputs, out, want in rtl_cases(config, p["seed"]):
         for layout, array in inputs:
