@@ -176,7 +176,7 @@ def _check_regions(regions, addr_width):
         raise TypeError(f"Regions must be a sequence of (base, size) pairs, not {regions!r}") \
             from None
     if not regions:
-        raise ValueError("Regions must not be empty")
+        raise ValueError(f"Regions must not be empty, not {regions!r}")
     for region in regions:
         if (len(region) != 2 or not all(isinstance(x, int) for x in region)
                 or region[0] < 0 or region[1] <= 0 or region[0] % 4 or region[1] % 4

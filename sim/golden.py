@@ -117,7 +117,8 @@ def quantize(x, width, frac_bits, rounding="nearest_even"):
         raise ValueError(f"rounding must be 'nearest_even' or 'floor', not {rounding!r}")
     x = np.asarray(x, dtype=np.float64)
     if np.isnan(x).any():
-        raise ValueError("cannot quantize NaN")
+        where = tuple(int(i) for i in np.argwhere(np.isnan(x))[0])
+        raise ValueError(f"cannot quantize NaN (first at index {where!r})")
     # Scaling by a power of two is exact in float64 (barring underflow to subnormals).
     scaled = np.ldexp(x, int(frac_bits))
     rounded = np.rint(scaled) if rounding == "nearest_even" else np.floor(scaled)

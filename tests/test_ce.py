@@ -50,6 +50,14 @@ def test_ce_model_against_numpy():
     assert acc[-1] == int(np.dot(a, b)) and not flag[-1]
 
 
+def test_ce_model_saturates_by_hand():
+    """Values worked out by hand: (-128)**2 = 16384 twice overflows a 16-bit accumulator."""
+    acc, flag = ce_model([-128, -128, 127, 3, -128, -128, -128], [-128, -128, -128, 5, 127, 127, 127],
+                         [True, False, False, True, False, False, False], acc_width=16)
+    assert list(acc) == [16384, 32767, 16511, 15, -16241, -32497, -32768]
+    assert list(flag) == [False, True, True, True, True, True, True]
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"width": 1, "acc_width": 16}, "Operand width must be an integer from 2 to 32, not 1"),
     ({"width": 8, "acc_width": 15}, "at least 2 * width = 16, not 15"),

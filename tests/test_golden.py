@@ -431,7 +431,7 @@ def test_quantize_by_hand():
     ({"x": [0.0], "width": 8, "frac_bits": 2.0}, "frac_bits must be an integer from -64 to 64, not 2.0"),
     ({"x": [0.0], "width": 8, "frac_bits": 3, "rounding": "up"},
      "rounding must be 'nearest_even' or 'floor', not 'up'"),
-    ({"x": [np.nan], "width": 8, "frac_bits": 3}, "cannot quantize NaN"),
+    ({"x": [1.0, np.nan], "width": 8, "frac_bits": 3}, r"cannot quantize NaN \(first at index \(1,\)\)"),
 ])
 def test_quantize_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

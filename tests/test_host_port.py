@@ -447,7 +447,7 @@ def test_example_matches_model(read_latency, seed):
     (lambda: HostPort(addr_width=33), "Address width must be an integer from 3 to 32, not 33"),
     (lambda: HostPort(addr_width=12, count_width=0),
      "Count width must be an integer from 1 to 32, not 0"),
-    (lambda: HostPort(addr_width=12, regions=[]), "Regions must not be empty"),
+    (lambda: HostPort(addr_width=12, regions=[]), r"Regions must not be empty, not \[\]"),
     (lambda: HostPort(addr_width=12, regions=[(2, 4)]), "inside the 4096-byte address space, not \\(2, 4\\)"),
     (lambda: HostPort(addr_width=12, regions=[(0, 0)]), "not \\(0, 0\\)"),
     (lambda: HostPort(addr_width=12, regions=[(0xFFC, 8)]), "not \\(4092, 8\\)"),

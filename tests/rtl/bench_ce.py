@@ -21,8 +21,12 @@ async def ce_matches_model(dut):
     b = rng.integers(-(1 << (width - 1)), 1 << (width - 1), n)
     first = rng.random(n) < 0.05
     first[0] = True
-    a[50:80] = b[50:80] = -(1 << (width - 1))
+    # A run of products of the most negative operand, long enough to saturate the accumulator.
+    run = (1 << (acc_width - 1)) // (1 << (2 * width - 2)) + 2
+    a[50:50 + run] = b[50:50 + run] = -(1 << (width - 1))
+    first[51:50 + run] = False
     want_acc, want_flag = ce_model(a, b, first, acc_width=acc_width)
+    assert want_flag[-1], "the stimulus must drive the accumulator into saturation"
 
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
