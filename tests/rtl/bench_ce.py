@@ -24,7 +24,7 @@ async def ce_matches_model(dut):
     # A run of products of the most negative operand, long enough to saturate the accumulator.
     run = (1 << (acc_width - 1)) // (1 << (2 * width - 2)) + 2
     a[50:50 + run] = b[50:50 + run] = -(1 << (width - 1))
-    first[51:50 + run] = False
+    first[50], first[51:50 + run] = True, False
     want_acc, want_flag = ce_model(a, b, first, acc_width=acc_width)
     assert want_flag[-1], "the stimulus must drive the accumulator into saturation"
 
