@@ -342,17 +342,41 @@ class Machine:
 
     # Host-side helpers.
 
+    def _check_rows(self, region, row, count):
+        """Raise :exc:`ValueError` unless rows ``row`` to ``row + count - 1`` of ``region`` exist
+        (numpy slicing would silently wrap a negative row or cut a long run short)."""
+        c = self.config
+        for name, value, top in (("region", region, c.regions - 1), ("row", row, c.depth - 1)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
+                    or not 0 <= value <= top:
+                raise ValueError(f"{name} must be an integer from 0 to {top}, not {value!r}")
+        if not isinstance(count, (int, np.integer)) or isinstance(count, bool) \
+                or not 0 <= count <= c.depth - row:
+            raise ValueError(f"{count!r} rows from row {row} do not fit depth = {c.depth}")
+
     def write_rows(self, region, row, values):
-        """Store ``values`` (shape ``(rows, lanes)``, signed W-bit) from row ``row`` of ``region``."""
+        """Store ``values`` (shape ``(rows, lanes)``, signed W-bit) from row ``row`` of ``region``.
+
+        Raises :exc:`ValueError` on a shape other than ``(rows, lanes)``, a value out of range, or
+        rows outside the region.
+        """
         values = np.asarray(values, dtype=np.int64)
         if values.ndim != 2 or values.shape[1] != self.config.lanes:
             raise ValueError(f"values must have shape (rows, {self.config.lanes}), not {values.shape!r}")
         lo, hi = self.config.word_min, self.config.word_max
-        if values.size and (values.min() < lo or values.max() > hi):
-            raise ValueError(f"values must be signed {self.config.width}-bit integers")
+        bad = values[(values < lo) | (values > hi)]
+        if bad.size:
+            raise ValueError(f"values must be signed {self.config.width}-bit integers, "
+                             f"not {int(bad[0])!r}")
+        self._check_rows(region, row, len(values))
         self.scratchpad[region, row:row + len(values)] = values
 
     def read_rows(self, region, row, count):
+        """Return a copy of ``count`` rows of ``region`` from row ``row`` (shape ``(count, lanes)``).
+
+        Raises :exc:`ValueError` on rows outside the region.
+        """
+        self._check_rows(region, row, count)
         return self.scratchpad[region, row:row + count].copy()
 
 
