@@ -489,9 +489,13 @@ class Driver:
         values = np.asarray(values)
         if values.ndim != 2 or values.shape[1] != c.lanes:
             raise ValueError(f"Rows must have shape (rows, {c.lanes}), not {values.shape!r}")
-        if values.size and (values.min() < c.word_min or values.max() > c.word_max):
+        # int() would silently truncate fractions.
+        if not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"Row values must be integers, not an array of {values.dtype}")
+        bad = values[(values < c.word_min) | (values > c.word_max)]
+        if bad.size:
             raise ValueError(f"Row values must be signed {c.width}-bit integers, from "
-                             f"{c.word_min} to {c.word_max}")
+                             f"{c.word_min} to {c.word_max}, not {int(bad[0])!r}")
         self._check_rows(row, len(values))
         words = [int(v) & _MASK for v in values.reshape(-1)]
         await self._backend.write_block(self._row_address(region, row), words)

@@ -357,12 +357,16 @@ class Machine:
     def write_rows(self, region, row, values):
         """Store ``values`` (shape ``(rows, lanes)``, signed W-bit) from row ``row`` of ``region``.
 
-        Raises :exc:`ValueError` on a shape other than ``(rows, lanes)``, a value out of range, or
-        rows outside the region.
+        Raises :exc:`ValueError` on a shape other than ``(rows, lanes)``, values that are not
+        integers or out of range, or rows outside the region.
         """
-        values = np.asarray(values, dtype=np.int64)
+        values = np.asarray(values)
         if values.ndim != 2 or values.shape[1] != self.config.lanes:
             raise ValueError(f"values must have shape (rows, {self.config.lanes}), not {values.shape!r}")
+        # Casting would silently truncate fractions.
+        if not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"values must be integers, not an array of {values.dtype}")
+        values = values.astype(np.int64)
         lo, hi = self.config.word_min, self.config.word_max
         bad = values[(values < lo) | (values > hi)]
         if bad.size:

@@ -194,11 +194,13 @@ def test_machine_and_datapath_reject_bad_arguments():
     with pytest.raises(ValueError, match="values must be signed 8-bit integers, not -129"):
         machine.write_rows(0, 0, [[0, 1, -129, 200]])
     with pytest.raises(ValueError, match="row must be an integer from 0 to 63, not -2"):
-        machine.write_rows(0, -2, np.zeros((1, 4)))
+        machine.write_rows(0, -2, np.zeros((1, 4), int))
     with pytest.raises(ValueError, match="region must be an integer from 0 to 3, not 4"):
         machine.read_rows(4, 0, 1)
     with pytest.raises(ValueError, match="3 rows from row 62 do not fit depth = 64"):
-        machine.write_rows(0, 62, np.zeros((3, 4)))
+        machine.write_rows(0, 62, np.zeros((3, 4), int))
+    with pytest.raises(ValueError, match="values must be integers, not an array of float64"):
+        machine.write_rows(0, 0, np.full((1, 4), 1.5))
     with pytest.raises(ValueError, match="2 rows from row 63 do not fit depth = 64"):
         machine.read_rows(1, 63, 2)
     assert machine.read_rows(1, 62, 2).shape == (2, 4)
