@@ -15,15 +15,19 @@ router chooses ``m`` bit group by bit group, following the recursive structure o
 (outer bits first: their stages enclose the stages of the inner bits, and groups that differ in an
 outer bit never meet again), with a backtracking search and most-constrained-first ordering.
 
-Every route is checked with :func:`fetta.hw.reduction.symbolic_outputs` before it is returned.
+A group may also be finished in the later stages: it is split into two items, each summed in the
+first half, whose sums meet when the later stages visit some bit ``d`` again (their coordinates
+must then differ in bit ``d`` only); see :func:`_split_choices` for the order in which splits are
+tried. At 8 lanes this finds every reachable pattern of pairs (exhaustive comparison with
+:func:`reachable_placements`, docs/reduction.md). For permutations the search is exact at any size.
 
-The search only considers routes that finish each sum within the first ``log2 L`` stages, so it
-can miss routes that add in the later stages; when it finds none it raises :exc:`Unroutable`, and
-:func:`plan_reduction` regroups the inputs (a permutation for the upstream distribution network) so
-that the route exists.
+Every route is checked with :func:`fetta.hw.reduction.symbolic_outputs` before it is returned.
+When no route is found the router raises :exc:`Unroutable`, and :func:`plan_reduction` regroups the
+inputs (a permutation for the upstream distribution network) so that a route exists.
 """
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,18 +149,54 @@ def _topology(lanes):
     return coords, inverse, dims, _levels(dims)
 
 
+def _split_bit(members):
+    """The highest coordinate bit in which the lanes of a group differ (-1 for a single lane)."""
+    first = min(members)
+    diff = 0
+    for x in members:
+        diff |= x ^ first
+    return diff.bit_length() - 1
+
+
 class _Problem:
-    def __init__(self, groups, lanes):
+    """The search for one pattern.
+
+    The unit of the search is an *item*: a set of lanes summed in the butterfly half, whose sum
+    then travels to an output. A group is one item, or, if ``split`` maps its output lane to a bit
+    ``d``, two items (its lanes with bit ``h`` clear and set, ``h`` its highest differing bit) whose
+    sums meet and are added at the second visit of bit ``d``: the *secondary* item ends there, the
+    *primary* one carries on.
+    """
+
+    def __init__(self, groups, lanes, split=None, counter=None):
         self.lanes = lanes
         self.n = n = lanes.bit_length() - 1
         self.coords, self.inverse, self.dims, self.levels = _topology(lanes)
         self.second = self.dims[n:]
         self.keys = list(groups)  # output lanes, one per group
-        self.members = [groups[q] for q in self.keys]
-        self.y = [self.coords[-1][q] for q in self.keys]
         # Bits that are visited once (only L = 4: bit 1) are fixed to the output's bit.
         once = [d for d in range(n) if self.dims.count(d) == 1]
         self.forced = sum(1 << d for d in once)
+        self.members, self.y, self.link = [], [], []
+        for q in self.keys:
+            y = self.coords[-1][q]
+            h = _split_bit(groups[q]) if split and q in split else -1
+            if h < 0 or self.forced >> split[q] & 1:
+                self.members.append(groups[q])
+                self.y.append(y)
+                self.link.append(None)
+                continue
+            d = split[q]
+            t = self.second.index(d)
+            closed = sum(1 << d for d in self.second[:t])
+            same = ~(closed | self.forced | (1 << d)) & (lanes - 1)  # open bits other than d
+            primary = len(self.members)
+            for part, role in ((frozenset(x for x in groups[q] if not x >> h & 1), "primary"),
+                               (frozenset(x for x in groups[q] if x >> h & 1), "secondary")):
+                self.members.append(part)
+                self.y.append(y)
+                partner = primary + 1 if role == "primary" else primary
+                self.link.append((role, partner, t, d, same))
         level_of = {b: k for k, bits in enumerate(self.levels) for b in bits}
         # Boundaries: (level, kind, argument). 'F', i: before stage i (i = 1..n) of the first half,
         # partial sums of blocks of 2**i lanes at offset m mod 2**i. 'B', mask: after a stage of the
@@ -164,14 +204,15 @@ class _Problem:
         self.boundaries = [[] for _ in self.levels]
         for i in range(1, n + 1):
             self.boundaries[max(level_of[b] for b in range(i))].append(("F", i))
-        closed = 0
+        closed, t = 0, 0
         for d in self.second[:-1]:
             closed |= 1 << d
             open_bits = [b for b in range(n) if not (closed | self.forced) >> b & 1]
             if open_bits:
-                self.boundaries[max(level_of[b] for b in open_bits)].append(("B", closed))
+                self.boundaries[max(level_of[b] for b in open_bits)].append(("B", closed, t))
+            t += 1
         self.blocks = [{i: sorted({x >> i for x in g}) for i in range(1, n + 1)} for g in self.members]
-        self.nodes = 0
+        self.counter = counter if counter is not None else [0]
 
     def level_values(self, k, g):
         mask = sum(1 << b for b in self.levels[k])
@@ -188,17 +229,31 @@ class _Problem:
     def claims(self, k, g, m):
         """The (boundary, wire) pairs group ``g`` occupies at level ``k`` if its coordinate is ``m``."""
         out = []
-        for t, (kind, arg) in enumerate(self.boundaries[k]):
+        link = self.link[g]
+        for t, (kind, arg, *stage) in enumerate(self.boundaries[k]):
             if kind == "F":
                 low = m & ((1 << arg) - 1)
                 out.extend((t, (a << arg) | low) for a in self.blocks[g][arg])
-            else:
+            elif link is None or link[0] == "primary" or stage[0] < link[2]:
+                # A secondary item leaves the network when it is added to its primary.
                 out.append((t, (self.y[g] & arg) | (m & ~arg)))
         return out
 
+    def linked_ok(self, k, g, v, chosen):
+        """Whether level-``k`` bits ``v`` of item ``g`` let it meet its partner (if chosen)."""
+        link = self.link[g]
+        if link is None or link[1] not in chosen:
+            return True
+        _role, partner, _t, d, same = link
+        level = sum(1 << b for b in self.levels[k])
+        diff = v ^ chosen[partner]
+        if diff & same & level:
+            return False
+        return not (level >> d & 1) or bool(diff >> d & 1)
+
     def solve(self):
-        m = [0] * len(self.keys)
-        if self._solve_level(0, list(range(len(self.keys))), m):
+        m = [0] * len(self.members)
+        if self._solve_level(0, list(range(len(self.members))), m):
             return m
         return None
 
@@ -229,8 +284,8 @@ class _Problem:
             return all(c not in taken for c in claims)
 
         def dfs():
-            self.nodes += 1
-            if self.nodes > _BUDGET:
+            self.counter[0] += 1
+            if self.counter[0] > _BUDGET:
                 raise _BudgetExceeded
             if len(chosen) == len(gs):
                 yield dict(chosen)
@@ -239,7 +294,7 @@ class _Problem:
             for g in gs:
                 if g in chosen:
                     continue
-                opts = [(v, c) for v, c in options[g] if free(c)]
+                opts = [(v, c) for v, c in options[g] if free(c) and self.linked_ok(k, g, v, chosen)]
                 if best is None or len(opts) < len(best_opts):
                     best, best_opts = g, opts
                     if len(opts) <= 1:
@@ -280,10 +335,13 @@ class _Problem:
                     put(i, src, dst, (a ^ 1) in blocks)
         closed = 0
         for t, d in enumerate(self.second):
-            for g in range(len(self.keys)):
+            for g in range(len(self.members)):
+                link = self.link[g]
+                if link is not None and link[0] == "secondary" and t >= link[2]:
+                    continue  # added to its primary at stage n + link[2]
                 src = (self.y[g] & closed) | (m[g] & ~closed)
                 dst = (src & ~(1 << d)) | (self.y[g] & (1 << d))
-                put(n + t, src, dst, False)
+                put(n + t, src, dst, link is not None and t == link[2])
             closed |= 1 << d
         return tuple(tuple(SwitchMode.PASS if x is None else x for x in row) for row in modes)
 
@@ -316,21 +374,41 @@ def route_reduction(groups, lanes):
     ValueError
         For a malformed pattern (lanes out of range, groups not disjoint or empty).
     Unroutable
-        If no route is found that completes every sum within the first ``log2 L`` stages (or the
-        search exceeds its budget). :func:`plan_reduction` always finds a way.
+        If no route is found (or the search exceeds its budget of 200,000 nodes).
+        :func:`plan_reduction` then regroups the inputs.
     """
     groups = _normalize(groups, lanes)
     stage_count(lanes)
-    problem = _Problem(groups, lanes)
+    counter = [0]  # search nodes, shared by all attempts
     try:
-        m = problem.solve()
+        for split in _split_choices(groups, lanes):
+            problem = _Problem(groups, lanes, split, counter)
+            m = problem.solve()
+            if m is not None:
+                route = ReductionRoute(lanes=lanes, groups=groups, modes=problem.modes(m))
+                check_route(route)
+                return route
     except _BudgetExceeded:
         raise Unroutable(groups, lanes, f"search budget of {_BUDGET} nodes exhausted") from None
-    if m is None:
-        raise Unroutable(groups, lanes, "no placement of the partial sums avoids a shared wire")
-    route = ReductionRoute(lanes=lanes, groups=groups, modes=problem.modes(m))
-    check_route(route)
-    return route
+    raise Unroutable(groups, lanes, "no placement of the partial sums avoids a shared wire")
+
+
+def _split_choices(groups, lanes):
+    """Which groups to finish in the second half, and at which bit's second visit: none first;
+    then at the last stage, where the two halves need only differ in that stage's bit (every
+    subset of groups when there are at most four candidates, else each alone and all); then at
+    the second visit of each group's highest differing bit."""
+    candidates = sorted(q for q, g in groups.items() if len(g) > 1)
+    last = stage_dims(lanes)[-1]
+    yield {}
+    if len(candidates) <= 4:
+        subsets = [c for size in range(1, len(candidates) + 1)
+                   for c in itertools.combinations(candidates, size)]
+    else:
+        subsets = [(q,) for q in candidates] + [tuple(candidates)]
+    for subset in subsets:
+        yield {q: last for q in subset}
+    yield {q: _split_bit(groups[q]) for q in candidates}
 
 
 def _aligned_regrouping(groups, lanes):

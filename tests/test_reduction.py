@@ -193,8 +193,9 @@ def test_pair_groupings_at_8_lanes_ground_truth():
     """All 105 pairings x 1,680 placements: which are reachable in one pass (exhaustive)."""
     counts = {}
     unreachable = []
+    reachable = {}
     for pairing in _pairings(list(range(8))):
-        reach = reachable_placements(8, pairing)
+        reach = reachable[tuple(pairing)] = reachable_placements(8, pairing)
         counts[len(reach)] = counts.get(len(reach), 0) + 1
         unreachable.extend((pairing, place) for place in itertools.permutations(range(8), 4)
                            if place not in reach)
@@ -204,8 +205,14 @@ def test_pair_groupings_at_8_lanes_ground_truth():
         assert len(reachable_placements(8, pairing)) == 1680
     assert counts == {1680: 25, 1632: 48, 1536: 32}
     assert len(unreachable) == 6912
-    # The router never claims an unreachable pattern, and the fallback handles it.
+    # The router finds the reachable patterns (a sample of each pairing)...
     rng = np.random.default_rng(0)
+    for pairing, reach in reachable.items():
+        reach = sorted(reach)
+        for k in rng.choice(len(reach), 6, replace=False):
+            groups = {reach[k][i]: set(pair) for i, pair in enumerate(pairing)}
+            check_route(route_reduction(groups, 8), groups)
+    # ...never claims an unreachable one, and the fallback handles those.
     for k in rng.choice(len(unreachable), 40, replace=False):
         pairing, place = unreachable[k]
         groups = {place[i]: set(pair) for i, pair in enumerate(pairing)}
