@@ -52,7 +52,7 @@ __all__ = ["CapacityError", "Stage2Error", "ORDERS", "PlannedOp", "TensorPlan", 
 #: Contraction orders of :func:`plan_training`.
 ORDERS = ("optimal", "flops", "sequential", "greedy")
 _CHOICES = 8            # fewest-beat lane assignments tried per step
-_COLOR_NODES = 200000   # backtracking budget of the region colouring
+_COLOR_NODES = 20000    # backtracking budget of the region colouring
 
 
 class Stage2Error(ValueError):
@@ -450,8 +450,9 @@ def _choose_layouts(schedule, config, sizes, *, shaping):
     return sigs, reads, copies
 
 
-def _color(names, groups, regions, weight):
-    """Regions such that the tensors of each group differ; None if there is no such colouring."""
+def _color(names, groups, regions, weight, capacity=None):
+    """Regions such that the tensors of each group differ and, with ``capacity``, the weights in
+    each region add up to at most it; None if the search finds no such colouring."""
     adj = {n: set() for n in names}
     for group in groups:
         for p, q in itertools.combinations(group, 2):
@@ -476,7 +477,7 @@ def _color(names, groups, regions, weight):
         n = pick()
         used = {color[m] for m in adj[n] if m in color}
         for r in sorted(range(regions), key=lambda r: (load[r], r)):
-            if r in used:
+            if r in used or (capacity is not None and load[r] + weight[n] > capacity):
                 continue
             color[n] = r
             load[r] += weight[n]
@@ -598,18 +599,18 @@ def _finish(schedule, config, sizes, sigs, reads, copies, *, tokens, total_token
                                 available=config.depth)
     names = list(tensors)
     groups = [tuple(n for n in (op.a, op.b, op.c) if n is not None) for op in ops]
-    regions = _color(names, groups, config.regions, rows)
+    # First every tensor kept to the end (regions filled at most to their depth), else rows
+    # reused after each tensor's last read.
+    regions = _color(names, groups, config.regions, rows, capacity=config.depth)
+    reuse = regions is None
+    if reuse:
+        regions = _color(names, groups, config.regions, rows)
     if regions is None:
         raise Stage2Error(f"the steps' operands and results cannot be given distinct regions "
                           f"among {config.regions}")
     for n, r in regions.items():
         tensors[n].region = r
-    reuse = False
-    try:
-        _allocate_rows(tensors, rows, config, reuse=False)
-    except CapacityError:
-        reuse = True
-        _allocate_rows(tensors, rows, config, reuse=True)
+    _allocate_rows(tensors, rows, config, reuse=reuse)
 
     programs = []
     for op in ops:
@@ -628,7 +629,13 @@ def _schedules(layer, tokens, order, k):
     """Candidate schedules of ``order`` for ``tokens`` tokens: ``[(label, schedule)]``."""
     net = layer.forward_network(tokens)
     if order == "optimal":
-        return [(f"rank {r}", training_schedule(tree)) for r, tree in enumerate(search(net, k))]
+        # The K best trees by MACs, and the written and greedy orders when they are not among
+        # them: on small steps fixed costs per step can outweigh MACs.
+        trees = [(f"rank {r}", tree) for r, tree in enumerate(search(net, k))]
+        for label, tree in (("sequential", sequential_tree(net)), ("greedy", greedy_tree(net))):
+            if all(tree != other for _, other in trees):
+                trees.append((label, tree))
+        return [(label, training_schedule(tree)) for label, tree in trees]
     if order == "flops":
         return [("flops", plan_training_step(layer, tokens=tokens, k=k))]
     if order == "sequential":
@@ -669,7 +676,8 @@ def plan_training(layer, config=None, *, tokens=None, order="optimal", k=8, shap
     tokens : int, optional
         Tokens of the step (the layer's own by default).
     order : str
-        ``"optimal"`` (the ``k`` best forward trees of stage 1, re-ranked by cycles), ``"flops"``
+        ``"optimal"`` (the ``k`` best forward trees of stage 1, and the written and greedy orders,
+        re-ranked by cycles), ``"flops"``
         (stage 1's MAC-optimal schedule, no re-ranking), ``"sequential"`` or ``"greedy"``.
     k : int
         Forward trees considered by ``"optimal"`` and ``"flops"``.

@@ -67,15 +67,15 @@ def test_no_shaping_baseline_on_the_model(layer_id, seed):
 def test_tiled_step_equals_the_untiled_one(seed):
     layer = _small("B1", tokens=10)
     tiled = compile_layer(layer, AcceleratorConfig(depth=64), k=1)
-    whole = compile_layer(layer, AcceleratorConfig(depth=1024), k=1, order="flops")
-    assert tiled.plan.tiles > 1 and whole.plan.tiles == 1
+    assert tiled.plan.tiles > 1 and tiled.plan.total_tokens == 10
     report = run_training(tiled, seed=seed)
     assert report.match and report.cycles == report.predicted
-    # Per-token results of the tiles equal the untiled reference; core gradients are the sums of
-    # the tiles' gradients (each tile requantized on its own).
-    inputs = runmod.random_inputs(whole, np.random.default_rng(seed))
-    values, _ = reference(whole, inputs)
-    outputs = whole.plan.schedule.outputs
+    # The same ops on all 10 tokens at once: per-token results equal the tiles'; core gradients
+    # are the sums of the tiles' gradients (each tile requantized on its own).
+    inputs = runmod.random_inputs(tiled, np.random.default_rng(seed))
+    assert inputs["x"].shape[0] == 10
+    values, _ = reference(tiled, inputs)
+    outputs = tiled.plan.schedule.outputs
     for key in ("y", "dx"):
         np.testing.assert_array_equal(report.outputs[key], values[outputs[key]])
     assert report.outputs["dG1"].shape == values[outputs["dG1"]].shape
@@ -162,3 +162,16 @@ def test_training_steps_on_rtl(seed):
         assert rtl.cycles == rtl.predicted == model.cycles, layer_id
         for key, value in model.outputs.items():
             np.testing.assert_array_equal(rtl.outputs[key], value, err_msg=f"{layer_id} {key}")
+
+
+def test_demo_on_the_model(tmp_path):
+    import io
+
+    from fetta.demo import demo
+    out = io.StringIO()
+    assert demo(layer_id="B6", tokens=4, rtl=False, output=tmp_path, k=2, file=out) == 0
+    text = out.getvalue()
+    assert "model: match" in text and "the order written" in text
+    assert (tmp_path / "fetta_accelerator.v").exists()
+    with pytest.raises(ValueError, match="layer must be one of B1, .*, not 'B0'"):
+        demo(layer_id="B0", rtl=False, output=tmp_path, file=out)
