@@ -275,9 +275,15 @@ def bench_rtl(quick=False, *, out=None, build_root=None, fresh_build=None):
         if tmp is not None:
             tmp.cleanup()
     row.update({"build_seconds": None if reused else build_seconds, "build_reused": reused,
+                "build_fresh": fresh_build,
                 "process_seconds": process_seconds, "lanes": config.lanes})
-    print(f"Verilator build: " + ("reused from the cache" if reused else
-                                  f"{build_seconds:.1f} s"), file=out)
+    if reused:
+        print("Verilator build: reused from the cache", file=out)
+    elif fresh_build:
+        print(f"Verilator build (Verilog, Verilator, C++ compile): {build_seconds:.1f} s", file=out)
+    else:
+        print(f"Verilator build into the shared cache: {build_seconds:.1f} s (includes any wait for "
+              f"another process building the same configuration)", file=out)
     print(f"contraction {row['name']}: {row['macs']:,} MACs", file=out)
     print(f"{'phase':<36} {'cycles':>9} {'wall s':>8} {'cycles/s':>10}", file=out)
     for phase in ("load", "run", "whole"):
@@ -422,11 +428,28 @@ def bench_resources(quick=False, *, out=None):
     from fetta.hw import reduction
     if hasattr(reduction, "resource_table"):
         table = reduction.resource_table()
-        print("\nReduction network:", file=out)
-        print(table, file=out)
-        result["reduction"] = table
+    else:
+        table = _reduction_table(lanes)
+    print("\nReduction network (BIRRD-style):", file=out)
+    print(table, file=out)
+    result["reduction"] = table
     result["seconds"] = time.perf_counter() - start
     return result
+
+
+def _reduction_table(lanes, width=8):
+    """Markdown table of Yosys cells of :class:`fetta.hw.reduction.ReductionNetwork`."""
+    from fetta.hw.reduction import ReductionNetwork
+    from fetta.sim.resources import yosys_stats
+    rows = ["| lanes | width | stages | latency | flip-flops | `$add` | `$pmux` | all cells |",
+            "|---|---|---|---|---|---|---|---|"]
+    for count in lanes:
+        dut = ReductionNetwork(lanes=count, width=width)
+        cells = yosys_stats(dut)
+        flops = sum(n for kind, n in cells.items() if "DFF" in kind)
+        rows.append(f"| {count} | {width} | {dut.stages} | {dut.latency} | {flops:,} "
+                    f"| {cells['$add']:,} | {cells['$pmux']:,} | {sum(cells.values()):,} |")
+    return "\n".join(rows)
 
 
 def bench_fpga(quick=False, *, out=None, board="ulx3s"):

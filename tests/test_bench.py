@@ -110,3 +110,11 @@ def test_rtl_section_runs_the_contraction_in_verilator():
     assert row["run"]["cycles"] >= program.cycles + program.halt_cycles
     assert row["whole"]["cycles"] > row["load"]["cycles"] + row["run"]["cycles"]
     assert "cycles/s" in out.getvalue()
+
+
+def test_reduction_resource_table_has_a_row_per_lane_count():
+    lines = bench._reduction_table((8,)).splitlines()
+    assert len(lines) == 3
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:3] == ["8", "8", "6"]   # 2 log2 L stages of BIRRD for L >= 8
+    assert int(cells[4].replace(",", "")) > 0
