@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from math import prod
 
-from .csse import ContractionTree, _einsum, _inputs, search
+from .csse import ContractionStep, ContractionTree, _einsum, _inputs, search
 
 __all__ = [
     "TrainingStep", "TrainingSchedule", "training_schedule", "plan_training_step",
@@ -36,21 +36,11 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class TrainingStep:
-    """One pairwise step of a training step.
-
-    ``result[indices] = sum left[left_indices] * right[right_indices]``. ``kind`` is
-    ``"forward"`` or ``"backward"``; ``macs`` is the product of the sizes of all indices of both
-    operands and the result.
-    """
+class TrainingStep(ContractionStep):
+    """One pairwise step of a training step: a :class:`~fetta.search.csse.ContractionStep`
+    (``result[indices] = sum left[left_indices] * right[right_indices]``) with its ``kind``,
+    ``"forward"`` or ``"backward"``."""
     kind: str
-    left: str
-    right: str
-    result: str
-    left_indices: tuple
-    right_indices: tuple
-    indices: tuple
-    macs: int
 
 
 class TrainingSchedule:
@@ -226,8 +216,8 @@ def training_schedule(forward_tree, *, grad_output="dy", wrt=None):
     indices[grad_output] = tuple(net.output)
     steps = []
     for s in forward_tree.steps:
-        steps.append(TrainingStep("forward", s.left, s.right, s.result, s.left_indices,
-                                  s.right_indices, s.indices, s.macs))
+        steps.append(TrainingStep(s.left, s.right, s.result, s.left_indices, s.right_indices,
+                                  s.indices, s.macs, kind="forward"))
         indices[s.result] = s.indices
     wanted = set(wrt)
     produced = {}  # node name -> forward step producing it
@@ -253,11 +243,10 @@ def training_schedule(forward_tree, *, grad_output="dy", wrt=None):
             if needs(child):
                 g = "d" + child
                 ix = indices[child]
-                steps.append(TrainingStep("backward", grad, sibling, g, indices[grad],
-                                          indices[sibling], ix,
+                steps.append(TrainingStep(grad, sibling, g, indices[grad], indices[sibling], ix,
                                           prod(net.sizes[i] for i in
                                                set(indices[grad]) | set(indices[sibling])
-                                               | set(ix))))
+                                               | set(ix)), kind="backward"))
                 indices[g] = ix
                 children.append((child, g))
         for child, g in children:
