@@ -218,10 +218,10 @@ def bench_model(quick=False, *, out=None):
     out = sys.stdout if out is None else out
     rows = [run_model_case(case) for case in model_cases(quick)]
     rows.append(run_tiled_matmul(512, 4096, 512))
-    print(f"{'contraction':<44} {'L':>3} {'MACs':>14} {'cycles':>12} {'util.':>6} "
+    print(f"{'contraction':<46} {'L':>3} {'MACs':>14} {'cycles':>12} {'util.':>6} "
           f"{'run s':>7} {'MACs/s':>10}", file=out)
     for r in rows:
-        print(f"{r['name']:<44} {r['lanes']:>3} {r['macs']:>14,} {r['cycles']:>12,} "
+        print(f"{r['name']:<46} {r['lanes']:>3} {r['macs']:>14,} {r['cycles']:>12,} "
               f"{r['utilization']:>6.1%} {r['run_seconds']:>7.2f} {r['macs_per_second']:>10.3g}",
               file=out)
     return {"rows": rows}
@@ -229,7 +229,7 @@ def bench_model(quick=False, *, out=None):
 
 # RTL simulation speed.
 
-#: The RTL benchmark's contraction: 4 159 cycles on the default configuration (16 lanes).
+#: The RTL benchmark's contraction: 65 536 MACs, 4 137 cycles on the default configuration.
 RTL_CASE = (("ik", (32, 128)), ("kj", (128, 16)), ("ij", (32, 16)))
 
 

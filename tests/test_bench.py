@@ -1,4 +1,4 @@
-"""The plumbing of ``fetta bench`` on tiny sizes (the benchmarks themselves are never timed tests)."""
+"""The plumbing of ``fetta bench`` on tiny sizes (benchmarks themselves are never timed tests)."""
 
 import io
 import json
