@@ -266,10 +266,12 @@ def test_read_latency_property(read_latency):
 
 @pytest.mark.parametrize("read_latency", [0, 2, None])
 def test_throughput_without_stalls(read_latency):
-    """Back to back: a write every 3 cycles, a read every 3 + read_latency (as documented)."""
+    """Back to back: a write every 3 cycles, a read every 3 + read_latency, and a write and a read
+    together every 4 + read_latency once under way (as documented)."""
     dut = _port(read_latency)
     manager = Manager(dut.axi)
     target = Target(dut.bus, read_latency=read_latency, rng=np.random.default_rng(0), p_ack=1.0)
+    mixed = {}
 
     async def bench(ctx):
         for k in range(16):
@@ -278,11 +280,21 @@ def test_throughput_without_stalls(read_latency):
         for k in range(16):
             manager.read(4 * k)
         await run(ctx, manager, target)
+        start = {name: len(cycles) for name, cycles in manager.fired.items()}
+        for k in range(16):
+            manager.write(4 * k, k)
+            manager.read(4 * k + 64)
+        await run(ctx, manager, target)
+        mixed.update({name: cycles[start[name]:] for name, cycles in manager.fired.items()})
 
     run_testbench(dut, bench)
-    assert set(np.diff(manager.fired["aw"])) == {3}
-    assert set(np.diff(manager.fired["ar"])) == {3 + (read_latency or 0)}
-    assert [value for value, _, _ in manager.r] == list(range(16))
+    assert set(np.diff(manager.fired["aw"][:16])) == {3}
+    assert set(np.diff(manager.fired["ar"][:16])) == {3 + (read_latency or 0)}
+    assert [value for value, _, _ in manager.r[:16]] == list(range(16))
+    # The first pair of the mixed run starts from idle; after it, one pair per period.
+    for name in ("aw", "ar"):
+        assert len(mixed[name]) == 16
+        assert set(np.diff(mixed[name])[1:]) == {4 + (read_latency or 0)}, name
 
 
 def test_stalled_responses_hold_and_block_the_next_access():
