@@ -82,7 +82,8 @@ def test_program_counter_past_memory():
     machine.load_program(isa.assemble("nop\nnop\nnop\nnop"))
     result = machine.run()
     t = machine.timing
-    assert (result.cause, result.err_pc, result.counters.cycles) == (Cause.ADDRESS, 4, 4 * t.instr + 1)
+    assert (result.cause, result.err_pc, result.counters.cycles) == (Cause.ADDRESS, 4,
+                                                                     4 * t.instr + t.fetch_fault)
 
 
 def test_illegal_fields_stop_the_machine():
