@@ -241,7 +241,7 @@ class ReductionNetwork(wiring.Component):
     lanes : int
         Number of lanes ``L``, a power of two from 4 to 1024.
     width : int
-        Input width ``W`` in bits, from 2 to 32.
+        Input width ``W`` in bits, from 2 to 48.
 
     Members
     -------
@@ -253,8 +253,9 @@ class ReductionNetwork(wiring.Component):
 
     def __init__(self, *, lanes, width):
         _check_lanes(lanes)
-        if not isinstance(width, int) or isinstance(width, bool) or not 2 <= width <= 32:
-            raise ValueError(f"Input width must be an integer from 2 to 32, not {width!r}")
+        # Up to 48 bits, so that sums of up to 1024 lanes stay exact in the int64 model.
+        if not isinstance(width, int) or isinstance(width, bool) or not 2 <= width <= 48:
+            raise ValueError(f"Input width must be an integer from 2 to 48, not {width!r}")
         self._lanes = lanes
         self._width = width
         self._config_layout = _config_layout(lanes)
