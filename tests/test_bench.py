@@ -118,3 +118,36 @@ def test_reduction_resource_table_has_a_row_per_lane_count():
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells[:3] == ["8", "8", "6"]   # 2 log2 L stages of BIRRD for L >= 8
     assert int(cells[4].replace(",", "")) > 0
+
+
+def test_stage2_section_uses_the_first_benchmark_found(monkeypatch):
+    import sys
+    import types
+    module = types.ModuleType("fake_stage2")
+    seen = []
+
+    def benchmark_stage2(quick=False):
+        seen.append(quick)
+        return [{"layer": "B1", "gain": 2.5}]
+
+    def print_stage2_benchmark(rows, *, file):
+        print(f"printed {len(rows)} rows", file=file)
+
+    module.benchmark_stage2 = benchmark_stage2
+    module.print_stage2_benchmark = print_stage2_benchmark
+    monkeypatch.setitem(sys.modules, "fake_stage2", module)
+    monkeypatch.setattr(bench, "STAGE2_SOURCES", (
+        ("fake_missing_module", "benchmark_stage2", "print_stage2_benchmark"),
+        ("fake_stage2", "benchmark_stage2", "print_stage2_benchmark")))
+    out = io.StringIO()
+    result = bench.bench_stage2(quick=True, out=out)
+    assert seen == [True]
+    assert result["available"] and result["rows"] == [{"layer": "B1", "gain": 2.5}]
+    assert "printed 1 rows" in out.getvalue()
+
+
+def test_stage2_section_says_when_no_benchmark_exists(monkeypatch):
+    monkeypatch.setattr(bench, "STAGE2_SOURCES", (("fake_missing_module", "b", "p"),))
+    out = io.StringIO()
+    assert bench.bench_stage2(out=out) == {"available": False}
+    assert out.getvalue() == bench.STAGE2_PENDING + "\n"
