@@ -77,12 +77,12 @@ def test_cli_rejects_unknown_section(capsys):
 
 def test_cli_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--only", "stage2", "--json", str(path)]) == 0
+    assert main(["bench", "--quick", "--only", "search", "--json", str(path)]) == 0
     document = json.loads(path.read_text())
     assert document["quick"] is True
-    assert list(document["sections"]) == ["stage2"]
+    assert list(document["sections"]) == ["search"]
     assert document["machine"]["cores"] >= 1
-    assert "== stage2 ==" in capsys.readouterr().out
+    assert "== search ==" in capsys.readouterr().out
 
 
 def test_search_section_covers_every_network():
