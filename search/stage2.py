@@ -47,6 +47,7 @@ from .mapper import MapperError, map_contraction, map_relayout
 from .training import plan_training_step, training_schedule
 
 __all__ = ["CapacityError", "Stage2Error", "ORDERS", "PlannedOp", "TensorPlan", "Stage2Plan",
+           "BENCH_CONFIG", "benchmark_stage2", "stage2_table", "print_stage2_benchmark",
            "choose_shift", "lane_choices", "plan_schedule", "plan_training"]
 
 #: Contraction orders of :func:`plan_training`.
@@ -726,4 +727,86 @@ def plan_training(layer, config=None, *, tokens=None, order="optimal", k=8, shap
     if best is None:
         raise CapacityError(f"even one token does not fit: {error}", tensor=error.tensor,
                             needed=error.needed, available=error.available)
+    # As few padding tokens as the number of tiles allows.
+    even = -(-total // best.tiles)
+    if even < best.tokens:
+        try:
+            best = _plan_tokens(layer, config, even, total, order, k, shaping, rounding)
+        except CapacityError:
+            pass
     return best
+
+
+#: The configuration of :func:`benchmark_stage2`: the default datapath with the deepest regions
+#: the ISA addresses and tables large enough for any mapping of the full-size layers.
+BENCH_CONFIG = AcceleratorConfig(depth=8192, regions=8, prog_depth=1 << 16, dist_routes=1024,
+                                 red_routes=1024)
+
+
+def benchmark_stage2(layers=None, config=BENCH_CONFIG, *, tokens=32, k=4, quick=False):
+    """Stage 2's gain per benchmark layer: cycles of the chosen schedule against stage 1's
+    FLOP-optimal schedule without re-ranking (both with in-flight shaping), and the baselines.
+
+    Returns one dict per layer: ``layer``, ``format``, ``tokens`` (per tile), ``tiles``,
+    ``flops_macs``, ``flops_cycles``, ``chosen_macs``, ``chosen_cycles``, ``gain``
+    (flops / chosen cycles), ``utilization`` (chosen), ``relayouts`` (chosen),
+    ``no_shaping_cycles`` (the FLOP-optimal order with explicit re-layout passes),
+    ``sequential_cycles`` (the order written), ``seconds`` (stage 2 of the chosen schedule).
+    ``quick`` takes every layer scaled down (modes up to 4, ranks up to 8, 16 tokens) and ``k = 2``.
+    """
+    import time
+    from .layers import load_layers
+    layers = load_layers() if layers is None else layers
+    if quick:
+        layers = [x.scaled(tokens=16, max_mode=2 if len(x.in_modes) > 4 else 4, max_rank=8,
+                           id=x.id) for x in layers]
+        k, tokens = 2, 16
+    rows = []
+    for layer in layers:
+        n = min(tokens, layer.tokens)
+        start = time.perf_counter()
+        chosen = plan_training(layer, config, tokens=n, k=k)
+        seconds = time.perf_counter() - start
+        flops = plan_training(layer, config, tokens=n, k=k, order="flops")
+        plain = plan_training(layer, config, tokens=n, k=k, order="flops", shaping=False)
+        written = plan_training(layer, config, tokens=n, order="sequential")
+        rows.append({
+            "layer": layer.id, "format": layer.format, "tokens": chosen.tokens,
+            "tiles": chosen.tiles, "flops_macs": flops.macs * flops.tiles,
+            "flops_cycles": flops.total_cycles, "chosen_macs": chosen.macs * chosen.tiles,
+            "chosen_cycles": chosen.total_cycles,
+            "gain": flops.total_cycles / chosen.total_cycles,
+            "utilization": chosen.utilization, "relayouts": chosen.relayouts,
+            "no_shaping_cycles": plain.total_cycles, "sequential_cycles": written.total_cycles,
+            "seconds": seconds})
+    return rows
+
+
+def stage2_table(rows):
+    """:func:`benchmark_stage2` rows as a Markdown table."""
+    lines = ["| layer | format | tokens | FLOP-optimal: MACs | cycles | chosen: MACs | cycles | "
+             "gain | util. | copies | no shaping: cycles | written order: cycles | stage 2 s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tokens = f"{r['tokens']}" if r["tiles"] == 1 else f"{r['tiles']} x {r['tokens']}"
+        lines.append(
+            f"| {r['layer']} | {r['format']} | {tokens} | {r['flops_macs']:,} | "
+            f"{r['flops_cycles']:,} | {r['chosen_macs']:,} | {r['chosen_cycles']:,} | "
+            f"{r['gain']:.2f}x | {r['utilization']:.1%} | {r['relayouts']} | "
+            f"{r['no_shaping_cycles']:,} | {r['sequential_cycles']:,} | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def print_stage2_benchmark(rows=None, *, file=None):
+    """Print :func:`benchmark_stage2` rows (computed if not given) as a Markdown table."""
+    import sys
+    rows = benchmark_stage2() if rows is None else rows
+    print(stage2_table(rows), file=sys.stdout if file is None else file)
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+    from .layers import load_layers
+    ids = sys.argv[1:]
+    print_stage2_benchmark(benchmark_stage2([x for x in load_layers() if not ids or x.id in ids]))

@@ -372,3 +372,34 @@ def _run(args):
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=1))
     return 0 if ok else 1
+
+
+def scaled_table(config=None, *, tokens=16, max_mode=4, max_rank=8, k=4, seed=0):
+    """Markdown table: the 12 benchmark layers scaled down, compiled (chosen schedule, and the
+    baselines' predicted cycles) and run on the model, each checked against numpy."""
+    from ..search.codegen import compile_layer
+    from ..search.layers import load_layers
+    from ..search.stage2 import plan_training
+    config = AcceleratorConfig() if config is None else config
+    lines = ["| layer | format | MACs (written order) | cycles: chosen | FLOP-optimal | no shaping | "
+             "written order | util. | copies | model = numpy, cycles = prediction |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for layer in load_layers():
+        small = layer.scaled(tokens=tokens, max_mode=2 if len(layer.in_modes) > 4 else max_mode,
+                             max_rank=max_rank)
+        chosen = compile_layer(small, config, k=k)
+        others = [plan_training(small, config, k=k, order="flops"),
+                  plan_training(small, config, k=k, order="flops", shaping=False),
+                  plan_training(small, config, order="sequential")]
+        rep = run_training(chosen, seed=seed)
+        ok = "yes" if rep.match and rep.cycles == rep.predicted else "NO"
+        tiles = "" if chosen.plan.tiles == 1 else f" ({chosen.plan.tiles} tiles)"
+        lines.append(
+            f"| {layer.id} | {layer.format} | {rep.macs:,} ({others[2].macs * others[2].tiles:,}) | "
+            f"{rep.cycles:,}{tiles} | " + " | ".join(f"{o.total_cycles:,}" for o in others)
+            + f" | {rep.utilization:.1%} | {chosen.plan.relayouts} | {ok} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(scaled_table())
