@@ -123,7 +123,8 @@ def _first_error(build_dir):
 
 def format_report(report):
     """Return the text form of a build report."""
-    lines = [f"board     {report['board']} ({report['device']}, speed {report['speed']})",
+    speed = f", speed {report['speed']}" if report.get("speed") else ""
+    lines = [f"board     {report['board']} ({report['device']}{speed})",
              f"target    {report['target']}"
              + (f" {json.dumps(report['config'], sort_keys=True)}" if report.get("config") else ""),
              f"clock     {report['clk_freq_mhz']:g} MHz, UART {report['baud']} baud "
