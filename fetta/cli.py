@@ -28,10 +28,13 @@ _COMMANDS = [
     "fetta.search.layers",        # layers
     "fetta.search.csse",          # search
     "fetta.search.mapper",        # map
+    "fetta.search.codegen",       # compile
+    "fetta.sim.run",              # run
     "fetta.search.benes_router",  # route
     "fetta.sim.driver",           # host
     "fetta.boards.cli",           # build
     "fetta.bench",                # bench
+    "fetta.demo",                 # demo
 ]
 
 
