@@ -498,8 +498,10 @@ def machine_info():
 def run_benchmarks(sections=DEFAULT_SECTIONS, *, quick=False, out=None, runners=None):
     """Run ``sections`` in the order of :data:`SECTIONS`; return ``{section: result}``.
 
-    Each result carries its wall time as ``"section_seconds"`` when it is a dict. ``runners``
-    replaces the section functions (by name), for tests.
+    Each result carries its wall time as ``"section_seconds"`` when it is a dict. A section that
+    raises (a failed check included) does not stop the others: its result is
+    ``{"error": "<type>: <message>"}`` and the error is printed. ``runners`` replaces the section
+    functions (by name), for tests.
     """
     out = sys.stdout if out is None else out
     runners = dict(_RUNNERS, **(runners or {}))
@@ -512,7 +514,11 @@ def run_benchmarks(sections=DEFAULT_SECTIONS, *, quick=False, out=None, runners=
             continue
         print(f"== {name} ==", file=out)
         start = time.perf_counter()
-        result = runners[name](quick, out=out)
+        try:
+            result = runners[name](quick, out=out)
+        except Exception as e:  # noqa: BLE001 - reported, and the exit status says so
+            result = {"error": f"{type(e).__name__}: {e}"}
+            print(f"{name} FAILED: {result['error']}", file=out)
         seconds = time.perf_counter() - start
         if isinstance(result, dict):
             result["section_seconds"] = seconds
@@ -554,8 +560,9 @@ def _run(args):
         document = {"command": " ".join(["fetta"] + sys.argv[1:]), "machine": info,
                     "quick": args.quick, "sections": results}
         Path(args.json).write_text(json.dumps(document, indent=1, default=str))
-    print(f"total {info['seconds']:.1f} s")
-    return 0
+    failed = [name for name, r in results.items() if isinstance(r, dict) and "error" in r]
+    print(f"total {info['seconds']:.1f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

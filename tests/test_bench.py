@@ -151,3 +151,27 @@ def test_stage2_section_says_when_no_benchmark_exists(monkeypatch):
     out = io.StringIO()
     assert bench.bench_stage2(out=out) == {"available": False}
     assert out.getvalue() == bench.STAGE2_PENDING + "\n"
+
+
+def test_a_failing_section_is_reported_and_the_others_still_run():
+    def broken(quick, *, out):
+        raise AssertionError("the model's result differs from numpy")
+
+    def fine(quick, *, out):
+        return {"value": 1}
+
+    out = io.StringIO()
+    results = bench.run_benchmarks(("model", "search"), out=out,
+                                   runners={"model": broken, "search": fine})
+    assert results["model"]["error"] == "AssertionError: the model's result differs from numpy"
+    assert results["search"]["value"] == 1
+    assert "model FAILED: AssertionError" in out.getvalue()
+
+
+def test_cli_exit_status_is_1_when_a_section_fails(monkeypatch, capsys):
+    def broken(quick, *, out):
+        raise RuntimeError("no")
+
+    monkeypatch.setitem(bench._RUNNERS, "stage2", broken)
+    assert main(["bench", "--only", "stage2"]) == 1
+    assert "FAILED: stage2" in capsys.readouterr().out
