@@ -41,7 +41,7 @@ import itertools
 import math
 
 from ..hw.config import AcceleratorConfig
-from .csse import greedy_tree, search, sequential_tree
+from .csse import ContractionTree, greedy_tree, search, sequential_tree
 from .layout import natural_layout
 from .mapper import MapperError, map_contraction, map_relayout
 from .training import plan_training_step, training_schedule
@@ -626,8 +626,8 @@ def _finish(schedule, config, sizes, sigs, reads, copies, *, tokens, total_token
                       total_tokens=total_tokens, shaping=shaping, rounding=rounding, reuse=reuse)
 
 
-def _schedules(layer, tokens, order, k):
-    """Candidate schedules of ``order`` for ``tokens`` tokens: ``[(label, schedule)]``."""
+def _trees(layer, tokens, order, k):
+    """Candidate forward trees of ``order`` at ``tokens`` tokens: ``[(label, nested pairs)]``."""
     net = layer.forward_network(tokens)
     if order == "optimal":
         # The K best trees by MACs, and the written and greedy orders when they are not among
@@ -636,39 +636,71 @@ def _schedules(layer, tokens, order, k):
         for label, tree in (("sequential", sequential_tree(net)), ("greedy", greedy_tree(net))):
             if all(tree != other for _, other in trees):
                 trees.append((label, tree))
-        return [(label, training_schedule(tree)) for label, tree in trees]
+        return [(label, tree.nested) for label, tree in trees]
     if order == "flops":
-        return [("flops", plan_training_step(layer, tokens=tokens, k=k))]
+        return [("flops", plan_training_step(layer, tokens=tokens, k=k).forward_tree.nested)]
     if order == "sequential":
-        return [("sequential", training_schedule(sequential_tree(net)))]
+        return [("sequential", sequential_tree(net).nested)]
     if order == "greedy":
-        return [("greedy", training_schedule(greedy_tree(net)))]
+        return [("greedy", greedy_tree(net).nested)]
     raise Stage2Error(f"order must be one of {', '.join(map(repr, ORDERS))}, not {order!r}")
 
 
-def _plan_tokens(layer, config, tokens, total, order, k, shaping, rounding):
-    best, table = None, []
-    last_error = None
-    for label, schedule in _schedules(layer, tokens, order, k):
+def _canonical_key(nested):
+    if isinstance(nested, str):
+        return nested
+    a, b = _canonical_key(nested[0]), _canonical_key(nested[1])
+    return (a, b) if repr(a) <= repr(b) else (b, a)
+
+
+def _plan_tree(layer, config, nested, tokens, total, shaping, rounding):
+    if callable(nested):
+        nested = nested(tokens)
+    schedule = training_schedule(ContractionTree(layer.forward_network(tokens), nested))
+    return plan_schedule(schedule, config, shaping=shaping, rounding=rounding, total_tokens=total)
+
+
+def _fit_tree(layer, config, nested, total, shaping, rounding, tile):
+    """The plan of one tree for all tokens, or for the largest tile of tokens that fits.
+
+    ``nested`` is a tree, or a function of the token count that returns one (stage 1's choice
+    for a tile of that many tokens).
+    """
+    try:
+        return _plan_tree(layer, config, nested, total, total, shaping, rounding)
+    except CapacityError:
+        if not tile or total == 1:
+            raise
+    # Bisection (rows grow with the tokens).
+    lo, hi, best, error = 1, total - 1, None, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
         try:
-            plan = plan_schedule(schedule, config, shaping=shaping, rounding=rounding,
-                                 total_tokens=total)
+            best = _plan_tree(layer, config, nested, mid, total, shaping, rounding)
+            lo = mid + 1
         except CapacityError as e:
-            last_error = e
-            table.append({"candidate": label, "macs": schedule.macs, "cycles": None})
-            continue
-        table.append({"candidate": label, "macs": schedule.macs, "cycles": plan.cycles})
-        if best is None or (plan.cycles, plan.macs) < (best.cycles, best.macs):
-            best = plan
+            error = e
+            hi = mid - 1
     if best is None:
-        raise last_error
-    best.candidates = table
+        raise CapacityError(f"even one token does not fit: {error}", tensor=error.tensor,
+                            needed=error.needed, available=error.available)
+    # As few padding tokens as the number of tiles allows.
+    even = -(-total // best.tiles)
+    if even < best.tokens:
+        try:
+            best = _plan_tree(layer, config, nested, even, total, shaping, rounding)
+        except CapacityError:
+            pass
     return best
 
 
 def plan_training(layer, config=None, *, tokens=None, order="optimal", k=8, shaping=True,
                   rounding="nearest_even", tile=True):
     """Stage 2 for a layer's training step: the plan of fewest cycles on ``config``.
+
+    Every candidate tree is planned for all tokens or, when that does not fit and ``tile`` is
+    set, for the largest tile of tokens that fits; the fewest cycles over all tiles win, then the
+    fewest MACs.
 
     Parameters
     ----------
@@ -678,8 +710,8 @@ def plan_training(layer, config=None, *, tokens=None, order="optimal", k=8, shap
         Tokens of the step (the layer's own by default).
     order : str
         ``"optimal"`` (the ``k`` best forward trees of stage 1, and the written and greedy orders,
-        re-ranked by cycles), ``"flops"``
-        (stage 1's MAC-optimal schedule, no re-ranking), ``"sequential"`` or ``"greedy"``.
+        re-ranked by cycles), ``"flops"`` (stage 1's MAC-optimal schedule, no re-ranking),
+        ``"sequential"`` or ``"greedy"``.
     k : int
         Forward trees considered by ``"optimal"`` and ``"flops"``.
     shaping : bool
@@ -692,14 +724,15 @@ def plan_training(layer, config=None, *, tokens=None, order="optimal", k=8, shap
     Returns
     -------
     Stage2Plan
-        With ``candidates``: one row per candidate (``candidate``, ``macs``, ``cycles``).
+        With ``candidates``: one row per candidate tree (``candidate``, ``macs`` for all tokens,
+        ``cycles`` over all tiles or None if it does not fit, ``tiles``).
 
     Raises
     ------
     CapacityError
-        If the step does not fit, even for one token when tiling.
+        If no candidate fits, even for one token when tiling.
     Stage2Error
-        For a bad order or ``k``, or a step no mapping fits.
+        For a bad order, ``k`` or token count, or a step no mapping fits.
     """
     config = AcceleratorConfig() if config is None else config
     if order not in ORDERS:
@@ -709,31 +742,36 @@ def plan_training(layer, config=None, *, tokens=None, order="optimal", k=8, shap
     total = layer.tokens if tokens is None else tokens
     if not isinstance(total, int) or isinstance(total, bool) or total < 1:
         raise Stage2Error(f"tokens must be a positive integer, not {total!r}")
-    try:
-        return _plan_tokens(layer, config, total, total, order, k, shaping, rounding)
-    except CapacityError:
-        if not tile or total == 1:
-            raise
-    # The largest tile that fits, by bisection (rows grow with the tokens).
-    lo, hi, best = 1, total - 1, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
+    if order == "flops":
+        # Stage 1 alone: the MAC-optimal schedule for the token count of a tile.
+        candidates = [("flops", lambda n: plan_training_step(layer, tokens=n, k=k).forward_tree.nested)]
+    else:
+        candidates = _trees(layer, total, order, k)
+        if order == "optimal" and total > 1:
+            # The best trees of a single token too: they suit tiles when all tokens do not fit.
+            seen = {_canonical_key(n) for _, n in candidates}
+            for label, nested in _trees(layer, 1, order, k):
+                if label.startswith("rank") and _canonical_key(nested) not in seen:
+                    seen.add(_canonical_key(nested))
+                    candidates.append((f"{label} at 1 token", nested))
+    best, table, error = None, [], None
+    for label, nested in candidates:
+        tree = nested(total) if callable(nested) else nested
+        macs = training_schedule(ContractionTree(layer.forward_network(total), tree)).macs
         try:
-            best = _plan_tokens(layer, config, mid, total, order, k, shaping, rounding)
-            lo = mid + 1
+            plan = _fit_tree(layer, config, nested, total, shaping, rounding, tile)
         except CapacityError as e:
             error = e
-            hi = mid - 1
+            table.append({"candidate": label, "macs": macs, "cycles": None, "tiles": None})
+            continue
+        table.append({"candidate": label, "macs": macs, "cycles": plan.total_cycles,
+                      "tiles": plan.tiles})
+        if best is None or (plan.total_cycles, plan.macs * plan.tiles) < \
+                (best.total_cycles, best.macs * best.tiles):
+            best = plan
     if best is None:
-        raise CapacityError(f"even one token does not fit: {error}", tensor=error.tensor,
-                            needed=error.needed, available=error.available)
-    # As few padding tokens as the number of tiles allows.
-    even = -(-total // best.tiles)
-    if even < best.tokens:
-        try:
-            best = _plan_tokens(layer, config, even, total, order, k, shaping, rounding)
-        except CapacityError:
-            pass
+        raise error
+    best.candidates = table
     return best
 
 
