@@ -646,6 +646,18 @@ def _trees(layer, tokens, order, k):
     raise Stage2Error(f"order must be one of {', '.join(map(repr, ORDERS))}, not {order!r}")
 
 
+def _candidates_then_tiles(candidates, best, layer, order, k, total, seen):
+    """The candidates, then, if the best of them needs tiles, the best trees of a single token
+    (they suit small tiles)."""
+    yield from candidates
+    plan = best()
+    if order == "optimal" and total > 1 and (plan is None or plan.tiles > 1):
+        for label, nested in _trees(layer, 1, order, k):
+            if label.startswith("rank") and _canonical_key(nested) not in seen:
+                seen.add(_canonical_key(nested))
+                yield f"{label} at 1 token", nested
+
+
 def _canonical_key(nested):
     if isinstance(nested, str):
         return nested
@@ -747,15 +759,10 @@ def plan_training(layer, config=None, *, tokens=None, order="optimal", k=8, shap
         candidates = [("flops", lambda n: plan_training_step(layer, tokens=n, k=k).forward_tree.nested)]
     else:
         candidates = _trees(layer, total, order, k)
-        if order == "optimal" and total > 1:
-            # The best trees of a single token too: they suit tiles when all tokens do not fit.
-            seen = {_canonical_key(n) for _, n in candidates}
-            for label, nested in _trees(layer, 1, order, k):
-                if label.startswith("rank") and _canonical_key(nested) not in seen:
-                    seen.add(_canonical_key(nested))
-                    candidates.append((f"{label} at 1 token", nested))
     best, table, error = None, [], None
-    for label, nested in candidates:
+    seen = {_canonical_key(n) for _, n in candidates if not callable(n)}
+    for label, nested in _candidates_then_tiles(candidates, lambda: best, layer, order, k, total,
+                                                 seen):
         tree = nested(total) if callable(nested) else nested
         macs = training_schedule(ContractionTree(layer.forward_network(total), tree)).macs
         try:
