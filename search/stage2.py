@@ -603,15 +603,32 @@ def _finish(schedule, config, sizes, sigs, reads, copies, *, tokens, total_token
     # First every tensor kept to the end (regions filled at most to their depth), else rows
     # reused after each tensor's last read.
     regions = _color(names, groups, config.regions, rows, capacity=config.depth)
-    reuse = regions is None
-    if reuse:
-        regions = _color(names, groups, config.regions, rows)
-    if regions is None:
-        raise Stage2Error(f"the steps' operands and results cannot be given distinct regions "
-                          f"among {config.regions}")
-    for n, r in regions.items():
-        tensors[n].region = r
-    _allocate_rows(tensors, rows, config, reuse=reuse)
+    if regions is not None:
+        for n, r in regions.items():
+            tensors[n].region = r
+        _allocate_rows(tensors, rows, config, reuse=False)
+        reuse = False
+    else:
+        # Rows are reused; a region may then hold more than its depth over the whole step.
+        reuse, error = True, None
+        for factor in (2, 3, 4, 6, None):
+            regions = _color(names, groups, config.regions, rows,
+                             capacity=None if factor is None else factor * config.depth)
+            if regions is None:
+                continue
+            for n, r in regions.items():
+                tensors[n].region = r
+            try:
+                _allocate_rows(tensors, rows, config, reuse=True)
+                error = None
+                break
+            except CapacityError as e:
+                error = e
+        if regions is None:
+            raise Stage2Error(f"the steps' operands and results cannot be given distinct regions "
+                              f"among {config.regions}")
+        if error is not None:
+            raise error
 
     programs = []
     for op in ops:

@@ -388,15 +388,21 @@ def scaled_table(config=None, *, tokens=16, max_mode=4, max_rank=8, k=4, seed=0)
         small = layer.scaled(tokens=tokens, max_mode=2 if len(layer.in_modes) > 4 else max_mode,
                              max_rank=max_rank)
         chosen = compile_layer(small, config, k=k)
-        others = [plan_training(small, config, k=k, order="flops"),
-                  plan_training(small, config, k=k, order="flops", shaping=False),
-                  plan_training(small, config, order="sequential")]
+        others = []
+        for kwargs in ({"k": k, "order": "flops"}, {"k": k, "order": "flops", "shaping": False},
+                       {"order": "sequential"}):
+            try:
+                others.append(plan_training(small, config, **kwargs))
+            except ValueError:
+                others.append(None)
         rep = run_training(chosen, seed=seed)
         ok = "yes" if rep.match and rep.cycles == rep.predicted else "NO"
         tiles = "" if chosen.plan.tiles == 1 else f" ({chosen.plan.tiles} tiles)"
         lines.append(
-            f"| {layer.id} | {layer.format} | {rep.macs:,} ({others[2].macs * others[2].tiles:,}) | "
-            f"{rep.cycles:,}{tiles} | " + " | ".join(f"{o.total_cycles:,}" for o in others)
+            f"| {layer.id} | {layer.format} | {rep.macs:,} "
+            f"({'-' if others[2] is None else format(others[2].macs * others[2].tiles, ',')}) | "
+            f"{rep.cycles:,}{tiles} | " + " | ".join(
+                "does not fit" if o is None else f"{o.total_cycles:,}" for o in others)
             + f" | {rep.utilization:.1%} | {chosen.plan.relayouts} | {ok} |")
     return "\n".join(lines) + "\n"
 
