@@ -829,17 +829,24 @@ def benchmark_stage2(layers=None, config=BENCH_CONFIG, *, tokens=32, k=4, quick=
         start = time.perf_counter()
         chosen = plan_training(layer, config, tokens=n, k=k)
         seconds = time.perf_counter() - start
-        flops = plan_training(layer, config, tokens=n, k=k, order="flops")
-        plain = plan_training(layer, config, tokens=n, k=k, order="flops", shaping=False)
-        written = plan_training(layer, config, tokens=n, order="sequential")
+        others = []
+        for kwargs in ({"k": k, "order": "flops"}, {"k": k, "order": "flops", "shaping": False},
+                       {"order": "sequential"}):
+            try:
+                others.append(plan_training(layer, config, tokens=n, **kwargs))
+            except CapacityError:
+                others.append(None)   # e.g. a reconstruction of the weight larger than a region
+        flops, plain, written = others
         rows.append({
             "layer": layer.id, "format": layer.format, "tokens": chosen.tokens,
-            "tiles": chosen.tiles, "flops_macs": flops.macs * flops.tiles,
-            "flops_cycles": flops.total_cycles, "chosen_macs": chosen.macs * chosen.tiles,
-            "chosen_cycles": chosen.total_cycles,
-            "gain": flops.total_cycles / chosen.total_cycles,
+            "tiles": chosen.tiles,
+            "flops_macs": None if flops is None else flops.macs * flops.tiles,
+            "flops_cycles": None if flops is None else flops.total_cycles,
+            "chosen_macs": chosen.macs * chosen.tiles, "chosen_cycles": chosen.total_cycles,
+            "gain": None if flops is None else flops.total_cycles / chosen.total_cycles,
             "utilization": chosen.utilization, "relayouts": chosen.relayouts,
-            "no_shaping_cycles": plain.total_cycles, "sequential_cycles": written.total_cycles,
+            "no_shaping_cycles": None if plain is None else plain.total_cycles,
+            "sequential_cycles": None if written is None else written.total_cycles,
             "seconds": seconds})
     return rows
 
@@ -849,13 +856,16 @@ def stage2_table(rows):
     lines = ["| layer | format | tokens | FLOP-optimal: MACs | cycles | chosen: MACs | cycles | "
              "gain | util. | copies | no shaping: cycles | written order: cycles | stage 2 s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    def num(value):
+        return "does not fit" if value is None else f"{value:,}"
     for r in rows:
         tokens = f"{r['tokens']}" if r["tiles"] == 1 else f"{r['tiles']} x {r['tokens']}"
+        gain = "-" if r["gain"] is None else f"{r['gain']:.2f}x"
         lines.append(
-            f"| {r['layer']} | {r['format']} | {tokens} | {r['flops_macs']:,} | "
-            f"{r['flops_cycles']:,} | {r['chosen_macs']:,} | {r['chosen_cycles']:,} | "
-            f"{r['gain']:.2f}x | {r['utilization']:.1%} | {r['relayouts']} | "
-            f"{r['no_shaping_cycles']:,} | {r['sequential_cycles']:,} | {r['seconds']:.1f} |")
+            f"| {r['layer']} | {r['format']} | {tokens} | {num(r['flops_macs'])} | "
+            f"{num(r['flops_cycles'])} | {r['chosen_macs']:,} | {r['chosen_cycles']:,} | "
+            f"{gain} | {r['utilization']:.1%} | {r['relayouts']} | "
+            f"{num(r['no_shaping_cycles'])} | {num(r['sequential_cycles'])} | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

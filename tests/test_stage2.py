@@ -185,3 +185,13 @@ def test_plan_schedule_rejects_a_bad_config():
     schedule = plan_training_step(_small("B1"), k=1)
     with pytest.raises(Stage2Error, match="config must be an AcceleratorConfig, not 'cfg'"):
         stage2.plan_schedule(schedule, "cfg")
+
+
+def test_stage2_benchmark_rows():
+    rows = stage2.benchmark_stage2([_small("B6")], CONFIG, tokens=4, k=2)
+    (row,) = rows
+    assert row["chosen_cycles"] <= row["flops_cycles"] and row["gain"] >= 1
+    assert row["chosen_cycles"] <= row["sequential_cycles"]
+    assert row["no_shaping_cycles"] >= row["flops_cycles"]
+    table = stage2.stage2_table(rows)
+    assert table.count("\n") == 3 and "| B6-scaled | tt | 4 |" in table
