@@ -39,7 +39,11 @@ def _check_gradients(layer, schedule, arrays):
         if grad not in schedule.outputs:
             continue
         ref = net.contract({t.name: arrays[t.name] for t in net.tensors})
-        np.testing.assert_allclose(got[grad], ref, rtol=1e-10, atol=1e-12, err_msg=grad)
+        # Entries that cancel to near zero differ between contraction orders by rounding of
+        # the largest terms, hence an absolute tolerance scaled to the result.
+        scale = float(np.abs(ref).max(initial=0.0))
+        np.testing.assert_allclose(got[grad], ref, rtol=1e-10, atol=1e-12 * max(scale, 1.0),
+                                   err_msg=grad)
     return got
 
 
