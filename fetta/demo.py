@@ -66,6 +66,7 @@ def demo(*, layer_id="B5", tokens=16, seed=0, rtl=True, output="build/demo", k=8
     from .hw.config import AcceleratorConfig
     from .search.codegen import compile_layer, report
     from .search.layers import load_layers
+    from .search.stage2 import plan_training
     from .sim.run import random_inputs, rtl_build, rtl_job, run_jobs_rtl, run_training
 
     file = sys.stdout if file is None else file
@@ -89,7 +90,7 @@ def demo(*, layer_id="B5", tokens=16, seed=0, rtl=True, output="build/demo", k=8
     say("2. Compile (CSSE stage 1 + stage 2, code generation)")
     start = time.monotonic()
     compiled = compile_layer(layer, config, k=k)
-    sequential = compile_layer(layer, config, order="sequential")
+    sequential = plan_training(layer, config, order="sequential")
     data = report(compiled)
     plan = compiled.plan
     say(f"  {len(plan.candidates)} candidate trees re-ranked by cycles in "
@@ -99,11 +100,11 @@ def demo(*, layer_id="B5", tokens=16, seed=0, rtl=True, output="build/demo", k=8
             f"{step['utilization']:>6.1%}")
     seq_fwd = layer.sequential_forward_macs()
     say(f"  MACs: {plan.macs:,} for the whole step ({data['networks'][0]['macs']:,} forward); "
-        f"the order written: {sequential.plan.macs:,} ({seq_fwd:,} forward); the full-size "
+        f"the order written: {sequential.macs * sequential.tiles:,} ({seq_fwd:,} forward); the full-size "
         f"layer's forward: {full.sequential_forward_macs():,} written, "
         f"{_optimal_forward(full):,} optimal")
-    say(f"  predicted: {plan.cycles:,} cycles, utilization {plan.utilization:.1%} "
-        f"(order written: {sequential.plan.cycles:,} cycles); {len(compiled.words)} instructions, "
+    say(f"  predicted: {plan.total_cycles:,} cycles, utilization {plan.utilization:.1%} "
+        f"(order written: {sequential.total_cycles:,} cycles); {len(compiled.words)} instructions, "
         f"{plan.relayouts} re-layout passes")
 
     say("3. Run and check against numpy")
