@@ -401,7 +401,7 @@ def _payload(x, modes, width):
     return value | pack_config(modes, lanes) << (lanes * width)
 
 
-@pytest.mark.parametrize("lanes,width", [(4, 8), (8, 8), (16, 8), (8, 48)])
+@pytest.mark.parametrize("lanes,width", [(4, 8), (8, 8), (16, 8), (32, 8), (64, 8), (8, 48)])
 def test_network_matches_model_in_simulation(lanes, width, seed):
     rng = np.random.default_rng(seed)
     n = 40
