@@ -236,7 +236,41 @@ def rtl_cases(config, seed):
     dst = natural_layout("Y", "ji", (6, 3), lanes=L, region=2, base=11)
     X = words(src.shape)
     cases.append(("relayout", map_relayout(src, dst, config), [(src, X)], dst, X.T))
+    for k in range(4):
+        a, b, c, shift = _random_contraction(rng, config)
+        name = f"random {k}: {''.join(a.indices)},{''.join(b.indices)}->{''.join(c.indices)}"
+        cases.append(contraction(name, a, b, c, shift))
     return cases
+
+
+def _random_contraction(rng, config):
+    """Layouts of a random contraction: batch, free and contracted indices in random orders and
+    sizes that are mostly not multiples of L, laid out by :func:`choose_layouts` or with a random
+    lane index; regions and bases random."""
+    roles = {}
+    letters = iter("abcdefgh")
+    for role, count in (("batch", rng.integers(0, 2)), ("free_a", rng.integers(1, 3)),
+                        ("free_b", rng.integers(0, 2)), ("contracted", rng.integers(1, 3))):
+        for _ in range(count):
+            roles[next(letters)] = role
+    sizes = {x: int(rng.integers(1, 7)) for x in roles}
+    members = [[x for x, r in roles.items() if r in kinds] for kinds in
+               (("batch", "free_a", "contracted"), ("batch", "free_b", "contracted"),
+                ("batch", "free_a", "free_b"))]
+    members = [[ix[i] for i in rng.permutation(len(ix))] for ix in members]
+    regions = tuple(int(r) for r in rng.permutation(config.regions)[:3])
+    bases = tuple(int(x) for x in rng.integers(0, 8, 3))
+    shift = int(rng.integers(0, 6))
+    specs = [(ix, [sizes[x] for x in ix]) for ix in members]
+    if rng.random() < 0.5:
+        return (*choose_layouts(*specs, config, regions=regions, bases=bases), shift)
+    # One output index on the lanes of every tensor that has it, the rest on rows.
+    lane_index = members[2][int(rng.integers(0, len(members[2])))]
+    layouts = [natural_layout(name, ix, sz, lanes=config.lanes, region=region, base=base,
+                              lane_indices=[(lane_index, min(sizes[lane_index], config.lanes))]
+                              if lane_index in ix else [])
+               for name, (ix, sz), region, base in zip("ABC", specs, regions, bases)]
+    return (*layouts, shift)
 
 
 def test_rtl_cases_on_the_model(seed):
