@@ -178,8 +178,10 @@ class Datapath:
     def red_semantics(self, bits):
         """Return ``(matrix, keep, write)`` of a packed reduction entry, masks as bool arrays."""
         config, keep, write = self.unpack_red_entry(bits)
-        lanes = np.arange(self._config.lanes)
-        return self.red_matrix(config), (keep >> lanes) & 1 == 1, (write >> lanes) & 1 == 1
+        # Python integers: the masks are ``lanes`` bits wide, beyond int64 from 64 lanes on.
+        lanes = range(self._config.lanes)
+        return (self.red_matrix(config), np.array([(keep >> k) & 1 == 1 for k in lanes]),
+                np.array([(write >> k) & 1 == 1 for k in lanes]))
 
 
 @dataclasses.dataclass(frozen=True)

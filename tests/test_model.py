@@ -9,7 +9,7 @@ from fetta.hw.config import AcceleratorConfig
 from fetta.hw.distribution import pack_config as pack_dist
 from fetta.hw.isa import Cause
 from fetta.search.benes_router import route_permutation
-from fetta.sim.golden import einsum_int
+from fetta.sim.golden import einsum_int, requantize
 from fetta.sim.model import Machine
 
 from accelerator_programs import CASES, build, load_model
@@ -230,3 +230,25 @@ def test_lane_prng_matches_golden(rows):
     fast.advance(1000)
     slow.draw(1000)
     np.testing.assert_array_equal(fast.draw(3), slow.draw(3))
+
+
+@pytest.mark.parametrize("lanes", [64, 128])
+def test_wide_arrays_run_mapped_contractions(lanes, seed):
+    """From 64 lanes on, the keep and write masks are wider than an int64."""
+    from fetta.search.mapper import choose_layouts, map_contraction
+    config = AcceleratorConfig(lanes=lanes, depth=1024)
+    a, b, c = choose_layouts(("ik", (70, 50)), ("kj", (50, 33)), ("ij", (70, 33)), config)
+    program = map_contraction(a, b, c, config, shift=3)
+    rng = np.random.default_rng(seed)
+    A = rng.integers(-128, 128, (70, 50))
+    B = rng.integers(-128, 128, (50, 33))
+    machine = Machine(config)
+    machine.write_rows(a.region, a.base, a.pack(A))
+    machine.write_rows(b.region, b.base, b.pack(B))
+    program.load(machine)
+    result = machine.run()
+    assert not result.error
+    want, _ = requantize(A @ B, 3, 8)
+    got = c.unpack(machine.read_rows(c.region, c.base, c.rows_needed))
+    np.testing.assert_array_equal(got, want)
+    assert result.counters.cycles == program.cycles + program.halt_cycles
