@@ -97,19 +97,24 @@ def test_rtl_runs_every_case_like_the_model(seed):
     run_testbench(dut, bench)
 
 
-def test_rtl_random_programs_like_the_model(seed):
+# 16-bit operands with 48-bit accumulators, the default for W = 16.
+SMALL16 = AcceleratorConfig(lanes=4, width=16, depth=32, prog_depth=32, dist_routes=8, red_routes=4)
+
+
+@pytest.mark.parametrize("config", [SMALL, SMALL16], ids=["w8", "w16"])
+def test_rtl_random_programs_like_the_model(config, seed):
     """Random loop nests, strides, regions, multicasts, reductions, masks and rounding."""
     rng = np.random.default_rng(seed)
-    dut = Accelerator(SMALL)
-    machine = Machine(SMALL)
+    dut = Accelerator(config)
+    machine = Machine(config)
 
     async def bench(ctx):
         bus = SimBus(ctx, dut.host)
         for _ in range(3):
-            case = random_case(SMALL, rng)
-            await load_case(bus, SMALL, case)
+            case = random_case(config, rng)
+            await load_case(bus, config, case)
             load_model(machine, case)
-            got = await run_and_compare(bus, SMALL, case, machine)
+            got = await run_and_compare(bus, config, case, machine)
             if got["status"] & 4:
                 await bus.write(isa.CSR["CTRL"][0], 2)
                 machine.clear()
