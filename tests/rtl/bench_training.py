@@ -13,7 +13,7 @@ import os
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
+from cocotb_util import reset
 
 from fetta.hw.config import AcceleratorConfig
 from fetta.sim.driver import Driver, RTLBackend
@@ -26,11 +26,7 @@ async def training_steps(dut):
     dut._log.info(f"FETTA_SEED={p['seed']}")
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     backend = RTLBackend(dut, pause=0.1, seed=p["seed"])
-    dut.rst.value = 1
-    for _ in range(3):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
+    await reset(dut)
     driver = Driver(backend, config)
     results = []
     for job in p["jobs"]:
