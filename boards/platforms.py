@@ -62,9 +62,9 @@ BOARDS = {
     # The default configuration: 16 lanes of 8-bit operands, 4 regions of 1024 rows.
     "ulx3s": Board(name="ulx3s", platform=_ulx3s, clk_freq=100e6, pll=True,
                    target="accelerator", programmer="ulx3s"),
-    # The smallest accelerator (4 lanes) needs more than twice the 5280 logic cells of the
-    # iCE40UP5K (docs/fpga.md), so this board carries the link and the host port's example
-    # target; a reduced configuration for `--target accelerator` is given all the same.
+    # The smallest accelerator (the configuration below) needs 5972 of the 5280 logic cells of
+    # the iCE40UP5K (docs/fpga.md), so this board carries the link and the host port's example
+    # target; `--target accelerator` builds that configuration all the same.
     "icebreaker": Board(name="icebreaker", platform=_icebreaker, clk_freq=12e6, pll=False,
                         target="example", programmer="icebreaker",
                         config=dict(lanes=4, acc_width=16, regions=3, depth=16, loop_levels=1,
