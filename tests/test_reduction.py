@@ -1,6 +1,5 @@
 import gc
 import itertools
-import os
 
 import numpy as np
 import pytest
@@ -439,9 +438,8 @@ def test_network_matches_model_in_simulation(lanes, width, seed):
 
 # --- Verilator ------------------------------------------------------------------------------------
 
-# 32 lanes builds for minutes on two cores; FETTA_RTL_LARGE=1 adds it.
 @pytest.mark.rtl
-@pytest.mark.parametrize("lanes", [8, 16] + ([32] if os.environ.get("FETTA_RTL_LARGE") else []))
+@pytest.mark.parametrize("lanes", [8, 16, 32, 64])
 def test_network_in_verilator(lanes, seed):
     width = 8
     build = RTLBuild(name="reduction", config={"lanes": lanes, "width": width},
