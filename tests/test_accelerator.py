@@ -244,10 +244,14 @@ def test_accelerator_rejects_bad_config():
 
 
 @pytest.mark.rtl
-def test_accelerator_in_verilator(seed):
-    """The default configuration's Verilog behind its AXI4-Lite port, in Verilator through cocotb
-    with cocotbext-axi, runs every program like the model (one build, all cases in one run)."""
-    config = AcceleratorConfig()
+@pytest.mark.parametrize("config", [
+    AcceleratorConfig(),
+    AcceleratorConfig(lanes=8, width=16, acc_width=32, depth=128),
+], ids=["default", "w16"])
+def test_accelerator_in_verilator(config, seed):
+    """A configuration's Verilog behind its AXI4-Lite port (the default one, and 16-bit operands),
+    in Verilator through cocotb with cocotbext-axi, runs every program like the model (one build,
+    all cases in one run)."""
     build = RTLBuild(name="accelerator_system", config=config.to_dict(),
                      elaborate=lambda: AcceleratorSystem(config))
     cases = ["matmul_grouped", "saturation", "batched_transposed", "illegal_opcode",
