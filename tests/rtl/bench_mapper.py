@@ -6,18 +6,13 @@ where their layouts say, loads the program and its route entries, runs, and must
 result with exactly the cycles and MACs the mapper predicted.
 """
 
-import json
-import os
 import sys
 from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb_util import reset
+from cocotb_util import start_driver
 
-from fetta.hw.config import AcceleratorConfig
-from fetta.sim.driver import Driver, RTLBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from test_mapper import rtl_cases  # noqa: E402
@@ -25,13 +20,7 @@ from test_mapper import rtl_cases  # noqa: E402
 
 @cocotb.test()
 async def mapper_programs_match_prediction(dut):
-    p = json.loads(os.environ["FETTA_PARAMS"])
-    config = AcceleratorConfig.from_dict(p["config"])
-    dut._log.info(f"FETTA_SEED={p['seed']}")
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    backend = RTLBackend(dut, pause=0.2, seed=p["seed"])
-    await reset(dut)
-    driver = Driver(backend, config)
+    p, config, driver = await start_driver(dut, pause=0.2)
     for name, program, inputs, out, want in rtl_cases(config, p["seed"]):
         for layout, array in inputs:
             await driver.write_tensor(array, layout)

@@ -9,25 +9,15 @@ JSON file. The comparison with numpy is done by the caller (:func:`fetta.sim.run
 """
 
 import json
-import os
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb_util import reset
+from cocotb_util import start_driver
 
-from fetta.hw.config import AcceleratorConfig
-from fetta.sim.driver import Driver, RTLBackend
 
 
 @cocotb.test()
 async def training_steps(dut):
-    p = json.loads(os.environ["FETTA_PARAMS"])
-    config = AcceleratorConfig.from_dict(p["config"])
-    dut._log.info(f"FETTA_SEED={p['seed']}")
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    backend = RTLBackend(dut, pause=0.1, seed=p["seed"])
-    await reset(dut)
-    driver = Driver(backend, config)
+    p, config, driver = await start_driver(dut, pause=0.1)
     results = []
     for job in p["jobs"]:
         await driver.load_program(job["words"])
