@@ -263,14 +263,16 @@ def _random_contraction(rng, config):
     shift = int(rng.integers(0, 6))
     specs = [(ix, [sizes[x] for x in ix]) for ix in members]
     if rng.random() < 0.5:
-        return (*choose_layouts(*specs, config, regions=regions, bases=bases), shift)
-    # One output index on the lanes of every tensor that has it, the rest on rows.
-    lane_index = members[2][int(rng.integers(0, len(members[2])))]
-    layouts = [natural_layout(name, ix, sz, lanes=config.lanes, region=region, base=base,
-                              lane_indices=[(lane_index, min(sizes[lane_index], config.lanes))]
-                              if lane_index in ix else [])
-               for name, (ix, sz), region, base in zip("ABC", specs, regions, bases)]
-    return (*layouts, shift)
+        # One output index on the lanes of every tensor that has it, the rest on rows, if that
+        # fits the regions (a tensor without the lane index takes one row per element).
+        lane_index = members[2][int(rng.integers(0, len(members[2])))]
+        layouts = [natural_layout(name, ix, sz, lanes=config.lanes, region=region, base=base,
+                                  lane_indices=[(lane_index, min(sizes[lane_index], config.lanes))]
+                                  if lane_index in ix else [])
+                   for name, (ix, sz), region, base in zip("ABC", specs, regions, bases)]
+        if all(t.base + t.rows_needed <= config.depth for t in layouts):
+            return (*layouts, shift)
+    return (*choose_layouts(*specs, config, regions=regions, bases=bases), shift)
 
 
 def test_rtl_cases_on_the_model(seed):
