@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import distribution as _dist
 from . import reduction as _red
+from .ce import ContractionEngine
 from .ce_array import CEArray
 from .config import AcceleratorConfig
 from .controller import Controller
@@ -188,20 +189,22 @@ class Datapath:
 class Timing:
     """Cycle counts of the instructions, for the controller and the model alike.
 
-    A STEP of ``n`` beats takes ``step_setup + n + drain`` cycles; other instructions ``instr``;
+    A STEP of ``n`` beats takes ``step_setup + n + drain`` cycles (a STEP that fails its
+    address-range check ``step_setup``, an illegal one ``instr``); other instructions ``instr``;
     a fetch beyond program memory ``fetch_fault``. See docs/isa.md, "Timing".
     """
     dist_latency: int
     red_latency: int
     rq_latency: int
-    instr: int = 2          # fetch, execute
-    step_setup: int = 3     # fetch, decode and check, load the route configurations
+    ce_latency: int = ContractionEngine.latency
+    instr: int = 3          # fetch, read into the instruction register, execute
+    step_setup: int = 5     # fetch, read, decode, sum the address range, check it and load routes
     fetch_fault: int = 1
 
     @classmethod
     def from_datapath(cls, datapath):
         return cls(dist_latency=datapath.dist_latency, red_latency=datapath.red_latency,
-                   rq_latency=datapath.rq_latency)
+                   rq_latency=datapath.rq_latency, ce_latency=ContractionEngine.latency)
 
     @classmethod
     def from_config(cls, config):
@@ -210,8 +213,10 @@ class Timing:
     @property
     def drain(self):
         """Cycles after the last beat of a step until its last row is written: memory read, the
-        distribution network, the CE, the reduction network, the requantizer, the write."""
-        return 2 + self.dist_latency + self.red_latency + self.rq_latency
+        distribution network, the CE, the reduction network, the requantizer (whose output is
+        written at the end of the cycle it shows)."""
+        return (Scratchpad.latency + self.dist_latency + self.ce_latency + self.red_latency
+                + self.rq_latency)
 
     @property
     def step_stalls(self):

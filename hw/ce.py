@@ -12,9 +12,12 @@ class ContractionEngine(wiring.Component):
     """Multiply two signed ``width``-bit operands and accumulate into a signed ``acc_width``-bit register.
 
     A beat with ``first`` set starts a new accumulation (``acc = a*b``), any other adds to it
-    (``acc += a*b``). Latency: the accumulator shows a beat's result one cycle after it is accepted;
-    throughput one beat per cycle. Overflow saturates the accumulator at its most positive or
-    negative value and sets the sticky ``overflow`` flag until ``clear`` is asserted.
+    (``acc += a*b``). Two stages: the product is registered (in the DSP block's output register
+    where the FPGA has one), then added to the accumulator and saturated. Latency: the
+    accumulator shows a beat's result :attr:`latency` (2) cycles after it is accepted; throughput
+    one beat per cycle. Overflow saturates the accumulator at its most positive or negative value
+    and sets the sticky ``overflow`` flag (in the cycle the saturated value shows) until ``clear``
+    is asserted; a saturation in the same cycle as ``clear`` wins.
 
     Parameters
     ----------
@@ -35,7 +38,7 @@ class ContractionEngine(wiring.Component):
         Clears ``overflow``.
     """
 
-    latency = 1
+    latency = 2
 
     def __init__(self, *, width, acc_width):
         if not isinstance(width, int) or not 2 <= width <= 32:
@@ -63,23 +66,29 @@ class ContractionEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        hi = (1 << (self._acc_width - 1)) - 1
-        lo = -(1 << (self._acc_width - 1))
-        product = Signal(signed(2 * self._width))
-        total = Signal(signed(self._acc_width + 1))
-        m.d.comb += [
+        A = self._acc_width
+        hi = (1 << (A - 1)) - 1
+        lo = -(1 << (A - 1))
+        # Stage 1: the product.
+        product = Signal(signed(2 * self._width), reset_less=True)
+        first = Signal(reset_less=True)
+        valid = Signal()
+        m.d.sync += [
             product.eq(self.i.payload.a * self.i.payload.b),
-            total.eq(Mux(self.i.payload.first, 0, self.acc) + product),
+            first.eq(self.i.payload.first),
+            valid.eq(self.i.valid),
         ]
+        # Stage 2: accumulate; one bit more than the accumulator shows an overflow as differing
+        # top bits, so saturation needs no comparator after the adder.
+        total = Signal(signed(A + 1))
+        m.d.comb += total.eq(Mux(first, 0, self.acc) + product)
         with m.If(self.clear):
             m.d.sync += self.overflow.eq(0)
-        with m.If(self.i.valid):
-            with m.If(total > hi):
-                m.d.sync += [self.acc.eq(hi), self.overflow.eq(1)]
-            with m.Elif(total < lo):
-                m.d.sync += [self.acc.eq(lo), self.overflow.eq(1)]
-            with m.Else():
+        with m.If(valid):
+            with m.If(total[A] == total[A - 1]):
                 m.d.sync += self.acc.eq(total)
+            with m.Else():
+                m.d.sync += [self.acc.eq(Mux(total[A], lo, hi)), self.overflow.eq(1)]
         return m
 
 

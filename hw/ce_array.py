@@ -13,7 +13,7 @@ class CEArray(wiring.Component):
     """``lanes`` saturating multiply-accumulate lanes (:class:`~fetta.hw.ce.ContractionEngine`).
 
     Lane l multiplies ``a[l]`` by ``b[l]``; a beat with ``first`` set restarts every accumulator,
-    any other adds to it. Latency :attr:`latency` (the CE's, 1 cycle) from a beat to the
+    any other adds to it. Latency :attr:`latency` (the CE's, 2 cycles) from a beat to the
     accumulators; throughput one beat per cycle. Each accumulator saturates on its own;
     ``overflow`` is the OR of the lanes' sticky flags, cleared by ``clear``.
 

@@ -28,22 +28,37 @@ def issue_layout(row_bits):
     })
 
 
+def _tree_sum(values):
+    """The sum of ``values`` as a balanced tree of adders (depth log2 n, not n - 1)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
 class Controller(wiring.Component):
     """Microcode sequencer of the accelerator (see docs/isa.md for the instructions).
 
-    States: IDLE, FETCH (present ``pc`` to program memory), DECODE (execute NOP/LOOP/BASE/HALT;
-    check a STEP and present its route-table indices), LOAD (the datapath latches the route
-    configurations), ISSUE (one beat per cycle, ``n`` cycles), DRAIN (``timing.drain`` cycles, until
-    the last row of the step is written). Every instruction except STEP takes ``timing.instr``
-    cycles; a STEP ``timing.step_cycles(n)``.
+    States: IDLE; FETCH (present ``pc`` to program memory); READ (latch the word into the
+    instruction register); DECODE (execute NOP/LOOP/BASE/HALT; check a STEP's fields, register
+    them and the pairwise sums of the extents that its address-range check adds up); SUM (add
+    those up per operand);
+    CHECK (compare the sums with the region; on success start the loop nest, and the datapath
+    latches the route configurations: ``load``); ISSUE (one beat per cycle, ``n`` cycles); DRAIN
+    (``timing.drain`` cycles, until the last row of the step is written). Every instruction except
+    STEP takes ``timing.instr`` cycles; a STEP ``timing.step_cycles(n)``. Each state's logic starts
+    from registers, so no path runs from the program memory's output or through more than one
+    wide adder.
 
-    Loop levels: a counter per level and, per operand, a stack of running row addresses
-    (``addr[k]`` = base + the contributions of levels k and above), so a beat needs one adder per
-    level and operand and no multiplier; the extents ``(count - 1) * stride`` used by the range
-    check are multiplied out when a LOOP executes.
+    Loop levels: per level a counter with registered first/last flags, and, per operand, a stack
+    of running row addresses (``addr[k]`` = base + the contributions of levels k and above), so a
+    beat needs one adder per level and operand, no multiplier and no comparator. The extents
+    ``(count - 1) * stride`` used by the range check are multiplied out in the cycle after a LOOP
+    executes (one multiplier per operand, from registers).
 
     Errors (``done`` and ``error`` set, ``cause`` and ``err_pc`` recorded, back to IDLE): an
-    illegal instruction (in DECODE), a STEP whose rows leave a region (in DECODE, before anything is
+    illegal instruction (in DECODE), a STEP whose rows leave a region (in CHECK, before anything is
     issued), a fetch at ``pc >= prog_depth`` (in FETCH), an accumulator saturation (``overflow`` at
     the end of the drain). ``clear`` clears them; ``start`` is ignored while ``error`` is set.
 
@@ -66,9 +81,10 @@ class Controller(wiring.Component):
     prog_addr : ``Out``; prog_data : ``In(64)``
         Program memory read port (data one cycle after the address).
     route_a, route_b, route_c : ``Out(10)``
-        Route-table indices of the STEP in DECODE (the table's data is read in LOAD).
+        Route-table indices of the decoded STEP (valid from DECODE; the tables' data is read in
+        CHECK).
     load : ``Out(1)``
-        High in LOAD: latch the route configurations.
+        High in CHECK for a step that passed it: latch the route configurations.
     step : ``Out(step_layout())``
     issue : ``Out(issue_layout(row_bits))``
     overflow : ``In(1)``
@@ -107,8 +123,9 @@ class Controller(wiring.Component):
         c, t = self._config, self._timing
         N = c.loop_levels
         addr_width = 19  # 16-bit bases plus a margin; in-range addresses fit row_bits <= 13
+        sum_width = 34   # a 16-bit base plus N <= 4 extents of 30 bits
 
-        count = [Signal(15, name=f"count_{k}", init=1) for k in range(N)]
+        last = [Signal(15, name=f"last_{k}") for k in range(N)]      # count - 1
         stride = {op: [Signal(signed(14), name=f"stride_{op}_{k}") for k in range(N)] for op in _OPERANDS}
         ext = {op: [Signal(signed(30), name=f"ext_{op}_{k}") for k in range(N)] for op in _OPERANDS}
         region = {op: Signal(3, name=f"region_{op}", init=i) for i, op in enumerate(_OPERANDS)}
@@ -116,15 +133,20 @@ class Controller(wiring.Component):
         levels = Signal(4)
         red = Signal(4)
         ctr = [Signal(15, name=f"i_{k}") for k in range(N)]
+        at_start = [Signal(name=f"at_start_{k}") for k in range(N)]   # ctr == 0
+        at_end = [Signal(name=f"at_end_{k}") for k in range(N)]       # ctr == last
+        active = [Signal(name=f"active_{k}") for k in range(N)]       # level k < levels
+        in_red = [Signal(name=f"in_red_{k}") for k in range(N)]       # level k < red
         addr = {op: [Signal(signed(addr_width), name=f"addr_{op}_{k}") for k in range(N)]
                 for op in _OPERANDS}
         drain_left = Signal(range(max(t.drain, 2)))
 
-        word = self.prog_data
-        opcode = word[:4]
-        loop_w = LOOP_LAYOUT(word[:LOOP_LAYOUT.size])
-        base_w = BASE_LAYOUT(word[:BASE_LAYOUT.size])
-        step_w = STEP_LAYOUT(word[:STEP_LAYOUT.size])
+        # The instruction register: DECODE works from it, never from the memory's output.
+        ir = Signal(INSTR_WIDTH)
+        opcode = ir[:4]
+        loop_w = LOOP_LAYOUT(ir[:LOOP_LAYOUT.size])
+        base_w = BASE_LAYOUT(ir[:BASE_LAYOUT.size])
+        step_w = STEP_LAYOUT(ir[:STEP_LAYOUT.size])
 
         m.d.comb += [
             self.prog_addr.eq(self.pc[:self._prog_bits]),
@@ -133,51 +155,66 @@ class Controller(wiring.Component):
             self.route_c.eq(step_w.route_c),
         ]
 
-        # LOOP: legality and the extents (one multiplier per operand).
+        # LOOP: legality; the extents are multiplied out in the next cycle, from registers.
         loop_illegal = (loop_w.count == 0) | (loop_w.level >= N)
-        loop_ext = {op: Signal(signed(30), name=f"loop_ext_{op}") for op in _OPERANDS}
-        for op in _OPERANDS:
-            m.d.comb += loop_ext[op].eq((loop_w.count - 1) * getattr(loop_w, f"stride_{op}"))
+        mul_pending = Signal()
+        mul_level = Signal(range(max(N, 2)))
+        mul_last = Signal(15)
+        mul_stride = {op: Signal(signed(14), name=f"mul_stride_{op}") for op in _OPERANDS}
+        m.d.sync += mul_pending.eq(0)
+        with m.If(mul_pending):
+            for k in range(N):
+                with m.If(mul_level == k):
+                    for op in _OPERANDS:
+                        m.d.sync += ext[op][k].eq(mul_last * mul_stride[op])
 
         # BASE: legality.
         ra, rb, rc = base_w.region_a, base_w.region_b, base_w.region_c
         base_illegal = ((ra == rb) | (ra == rc) | (rb == rc)
                         | (ra >= c.regions) | (rb >= c.regions) | (rc >= c.regions))
 
-        # STEP: legality and the address range of the whole nest.
+        # STEP: legality (DECODE), the terms of the address range (registered in DECODE), their
+        # sums (SUM) and the comparison with the region (CHECK).
         step_illegal = ((step_w.levels == 0) | (step_w.levels > N) | (step_w.red > step_w.levels)
                         | (step_w.route_a >= c.dist_routes) | (step_w.route_b >= c.dist_routes)
                         | (step_w.route_c >= c.red_routes) | (step_w.shift >= c.sum_width))
+        terms = {}   # (op, "lo"/"hi") -> registers: the base and the extents, added in pairs
+        sums = {}
+        for op in _OPERANDS:
+            for bound in ("lo", "hi"):
+                values = [base[op]]
+                for k in range(N):
+                    counted = step_w.levels > k
+                    if op == "c":
+                        counted = counted & (step_w.red <= k)
+                    e = ext[op][k]
+                    keep = counted & (e < 0) if bound == "lo" else counted & (e > 0)
+                    values.append(Mux(keep, e, 0))
+                regs = []
+                for i in range(0, len(values), 2):
+                    reg = Signal(signed(sum_width), name=f"range_{bound}_{op}_{i // 2}")
+                    m.d.sync += reg.eq(sum(values[i:i + 2]))
+                    regs.append(reg)
+                terms[op, bound] = regs
+                sums[op, bound] = Signal(signed(sum_width), name=f"range_{bound}_{op}")
+        b_one = self.step.b_one
         out_of_range = []
         for op in _OPERANDS:
-            lo = Signal(signed(40), name=f"range_lo_{op}")
-            hi = Signal(signed(40), name=f"range_hi_{op}")
-            lo_terms, hi_terms = [base[op]], [base[op]]
-            for k in range(N):
-                active = step_w.levels > k
-                if op == "c":
-                    active = active & (step_w.red <= k)
-                e = ext[op][k]
-                lo_terms.append(Mux(active & (e < 0), e, 0))
-                hi_terms.append(Mux(active & (e > 0), e, 0))
-            m.d.comb += [lo.eq(sum(lo_terms)), hi.eq(sum(hi_terms))]
-            bad = (lo < 0) | (hi >= c.depth)
-            if op == "b":
-                bad = bad & ~step_w.b_one
-            out_of_range.append(bad)
+            # depth is a power of two: hi >= depth iff hi is positive with a bit set from row_bits.
+            lo, hi = sums[op, "lo"], sums[op, "hi"]
+            bad = lo[-1] | (~hi[-1] & hi[c.row_bits:-1].any())
+            out_of_range.append(bad & ~b_one if op == "b" else bad)
         step_out_of_range = Cat(*out_of_range).any()
 
-        # The loop nest (ISSUE).
-        active = [levels > k for k in range(N)]
-        at_last = [~active[k] | (ctr[k] == count[k] - 1) for k in range(N)]
+        # The loop nest (ISSUE), from registered flags.
+        at_last = [~active[k] | at_end[k] for k in range(N)]
         below = [Const(1)]
         for k in range(N):
             below.append(below[-1] & at_last[k])
         final = below[N]
         inc = [below[k] & ~at_last[k] for k in range(N)]
-        in_red = [red > k for k in range(N)]
-        first = Cat(*[~in_red[k] | (ctr[k] == 0) for k in range(N)]).all()
-        last = Cat(*[~in_red[k] | at_last[k] for k in range(N)]).all()
+        first = Cat(*[~in_red[k] | at_start[k] for k in range(N)]).all()
+        last_beat = Cat(*[~in_red[k] | at_last[k] for k in range(N)]).all()
         nxt = {}
         for op in _OPERANDS:
             value = Const(0, signed(addr_width))
@@ -189,7 +226,7 @@ class Controller(wiring.Component):
 
         m.d.comb += [
             self.issue.first.eq(first),
-            self.issue.last.eq(last),
+            self.issue.last.eq(last_beat),
             self.issue.addr_a.eq(addr["a"][0]),
             self.issue.addr_b.eq(addr["b"][0]),
             self.issue.addr_c.eq(addr["c"][0]),
@@ -217,7 +254,10 @@ class Controller(wiring.Component):
                 with m.If(self.pc >= c.prog_depth):
                     fail(Cause.ADDRESS)
                 with m.Else():
-                    m.next = "DECODE"
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.sync += ir.eq(self.prog_data)
+                m.next = "DECODE"
             with m.State("DECODE"):
                 with m.Switch(opcode):
                     with m.Case(Opcode.NOP):
@@ -232,12 +272,13 @@ class Controller(wiring.Component):
                         with m.Else():
                             for k in range(N):
                                 with m.If(loop_w.level == k):
-                                    m.d.sync += count[k].eq(loop_w.count)
+                                    m.d.sync += last[k].eq(loop_w.count - 1)
                                     for op in _OPERANDS:
-                                        m.d.sync += [
-                                            stride[op][k].eq(getattr(loop_w, f"stride_{op}")),
-                                            ext[op][k].eq(loop_ext[op]),
-                                        ]
+                                        m.d.sync += stride[op][k].eq(getattr(loop_w, f"stride_{op}"))
+                            m.d.sync += [mul_pending.eq(1), mul_level.eq(loop_w.level),
+                                         mul_last.eq(loop_w.count - 1)]
+                            for op in _OPERANDS:
+                                m.d.sync += mul_stride[op].eq(getattr(loop_w, f"stride_{op}"))
                             m.d.sync += self.pc.eq(self.pc + 1)
                             m.next = "FETCH"
                     with m.Case(Opcode.BASE):
@@ -254,9 +295,8 @@ class Controller(wiring.Component):
                     with m.Case(Opcode.STEP):
                         with m.If(step_illegal):
                             fail(Cause.ILLEGAL)
-                        with m.Elif(step_out_of_range):
-                            fail(Cause.ADDRESS)
                         with m.Else():
+                            # Nothing is in flight: the datapath may see the new fields now.
                             m.d.sync += [
                                 levels.eq(step_w.levels), red.eq(step_w.red),
                                 self.step.shift.eq(step_w.shift),
@@ -266,15 +306,28 @@ class Controller(wiring.Component):
                                 self.step.region_b.eq(region["b"]),
                                 self.step.region_c.eq(region["c"]),
                             ]
-                            for k in range(N):
-                                m.d.sync += ctr[k].eq(0)
-                                for op in _OPERANDS:
-                                    m.d.sync += addr[op][k].eq(base[op])
-                            m.next = "LOAD"
+                            m.next = "SUM"
                     with m.Default():
                         fail(Cause.ILLEGAL)
-            with m.State("LOAD"):
-                m.next = "ISSUE"
+            with m.State("SUM"):
+                for key, regs in terms.items():
+                    m.d.sync += sums[key].eq(_tree_sum(regs))
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                # The loop nest starts whatever the check decides (it runs only in ISSUE), so
+                # the decision drives the state and the error registers alone.
+                for k in range(N):
+                    m.d.sync += [
+                        ctr[k].eq(0), at_start[k].eq(1), at_end[k].eq(last[k] == 0),
+                        active[k].eq(levels > k), in_red[k].eq(red > k),
+                    ]
+                    for op in _OPERANDS:
+                        m.d.sync += addr[op][k].eq(base[op])
+                with m.If(step_out_of_range):
+                    fail(Cause.ADDRESS)
+                with m.Else():
+                    m.d.comb += self.load.eq(1)
+                    m.next = "ISSUE"
             with m.State("ISSUE"):
                 with m.If(final):
                     m.d.sync += drain_left.eq(t.drain - 1)
@@ -282,7 +335,12 @@ class Controller(wiring.Component):
                 with m.Else():
                     for k in range(N):
                         with m.If(below[k]):
-                            m.d.sync += ctr[k].eq(Mux(inc[k], ctr[k] + 1, 0))
+                            with m.If(inc[k]):
+                                m.d.sync += [ctr[k].eq(ctr[k] + 1), at_start[k].eq(0),
+                                             at_end[k].eq(ctr[k] + 1 == last[k])]
+                            with m.Else():
+                                m.d.sync += [ctr[k].eq(0), at_start[k].eq(1),
+                                             at_end[k].eq(last[k] == 0)]
                             for op in _OPERANDS:
                                 m.d.sync += addr[op][k].eq(nxt[op])
             with m.State("DRAIN"):
@@ -298,7 +356,6 @@ class Controller(wiring.Component):
         issuing = fsm.ongoing("ISSUE")
         m.d.comb += [
             self.busy.eq(~fsm.ongoing("IDLE")),
-            self.load.eq(fsm.ongoing("LOAD")),
             self.issue.valid.eq(issuing),
         ]
         with m.If(~fsm.ongoing("IDLE")):
@@ -307,6 +364,6 @@ class Controller(wiring.Component):
             m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
             with m.If(~self.step.b_one):
                 m.d.sync += self.macs.eq(self.macs + c.lanes)
-        with m.If(fsm.ongoing("LOAD") | fsm.ongoing("DRAIN")):
+        with m.If(self.load | fsm.ongoing("DRAIN")):
             m.d.sync += self.stalls.eq(self.stalls + 1)
         return m

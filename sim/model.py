@@ -233,12 +233,13 @@ class Machine:
         c, t, k = self.config, self.timing, self.counters
         levels, red, b_one = f["levels"], f["red"], bool(f["b_one"])
         if not self._address_ranges_ok(levels, red, b_one):
+            k.cycles += t.step_setup - t.instr     # the check ends the setup
             return self._fail(Cause.ADDRESS)
         L = c.lanes
         n = int(np.prod(self.count[:levels], dtype=object))
         sweep = int(np.prod(self.count[:red], dtype=object))
         outputs = n // sweep
-        # Fetch and decode (t.instr) are counted already; a rejected step costs just those.
+        # Fetch, read and decode (t.instr) are counted already; an illegal step costs just those.
         k.cycles += t.step_setup - t.instr + n + t.drain
         k.busy += n
         k.stalls += t.step_stalls

@@ -220,7 +220,7 @@ def address_range(config, rng):
         dist_routes={0: pack_dist(route_permutation(list(range(L))), L)},
         red_routes={0: _identity_red(config, dp)},
         init=[(2, config.depth - 4, rows)], expect=[(2, config.depth - 4, rows)],
-        cycles=2 * t.instr + t.instr, macs=0, cause=Cause.ADDRESS, err_pc=2)
+        cycles=2 * t.instr + t.step_setup, macs=0, cause=Cause.ADDRESS, err_pc=2)
 
 
 def saturation(config, rng):

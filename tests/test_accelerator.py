@@ -210,13 +210,17 @@ def test_ce_array_matches_ce_model(seed):
     want = [ce_model(a[:, l], b[:, l], first, acc_width=17) for l in range(lanes)]
 
     async def bench(ctx):
-        for k in range(n):
-            ctx.set(dut.i.payload, {"a": [int(x) for x in a[k]], "b": [int(x) for x in b[k]],
-                                    "first": int(first[k])})
-            ctx.set(dut.i.valid, 1)
+        # Back to back: after the tick of beat k the accumulators show beat k - latency + 1.
+        for k in range(n + dut.latency - 1):
+            if k < n:
+                ctx.set(dut.i.payload, {"a": [int(x) for x in a[k]], "b": [int(x) for x in b[k]],
+                                        "first": int(first[k])})
+            ctx.set(dut.i.valid, k < n)
             await ctx.tick()
-            assert [ctx.get(dut.acc[l]) for l in range(lanes)] == [want[l][0][k] for l in range(lanes)]
-            assert ctx.get(dut.overflow) == any(want[l][1][k] for l in range(lanes))
+            j = k - dut.latency + 1
+            if j >= 0:
+                assert [ctx.get(dut.acc[l]) for l in range(lanes)] == [want[l][0][j] for l in range(lanes)]
+                assert ctx.get(dut.overflow) == any(want[l][1][j] for l in range(lanes))
 
     run_testbench(dut, bench)
     assert any(want[l][1][-1] for l in range(lanes)), "the stimulus must saturate some lane"

@@ -29,16 +29,20 @@ def test_ce_matches_model(width, acc_width, seed):
     dut = ContractionEngine(width=width, acc_width=acc_width)
 
     async def bench(ctx):
-        for k in range(len(a)):
-            ctx.set(dut.i.payload, {"a": int(a[k]), "b": int(b[k]), "first": int(first[k])})
-            ctx.set(dut.i.valid, 1)
+        # Back to back: after the tick of beat k the accumulator shows beat k - latency + 1.
+        for k in range(len(a) + dut.latency - 1):
+            if k < len(a):
+                ctx.set(dut.i.payload, {"a": int(a[k]), "b": int(b[k]), "first": int(first[k])})
+            ctx.set(dut.i.valid, k < len(a))
             await ctx.tick()
-            assert ctx.get(dut.acc) == want_acc[k], k
-            assert ctx.get(dut.overflow) == want_flag[k], k
-        ctx.set(dut.i.valid, 0)
+            shown = k - dut.latency + 1
+            if shown >= 0:
+                assert ctx.get(dut.acc) == want_acc[shown], shown
+                assert ctx.get(dut.overflow) == want_flag[shown], shown
         ctx.set(dut.clear, 1)
         await ctx.tick()
         assert ctx.get(dut.overflow) == 0
+        assert ctx.get(dut.acc) == want_acc[-1], "the accumulator holds without a valid beat"
 
     run_testbench(dut, bench)
     if acc_width == 2 * width:
@@ -77,4 +81,7 @@ def test_ce_in_verilator(seed):
     """The toolchain end to end: Amaranth -> Verilog -> Verilator, driven by cocotb 2.x."""
     build = RTLBuild(name="ce", config={"width": 8, "acc_width": 20},
                      elaborate=lambda: ContractionEngine(width=8, acc_width=20))
-    assert build.test("bench_ce", params={"width": 8, "acc_width": 20, "seed": seed}) == 1
+    dut = ContractionEngine(width=8, acc_width=20)
+    dut._MustUse__silence = True    # only its latency is read here
+    assert build.test("bench_ce", params={"width": 8, "acc_width": 20, "seed": seed,
+                                          "latency": dut.latency}) == 1
