@@ -189,15 +189,17 @@ class Datapath:
 class Timing:
     """Cycle counts of the instructions, for the controller and the model alike.
 
-    A STEP of ``n`` beats takes ``step_setup + n + drain`` cycles (a STEP that fails its
-    address-range check ``step_setup``, an illegal one ``instr``); other instructions ``instr``;
-    a fetch beyond program memory ``fetch_fault``. See docs/isa.md, "Timing".
+    A STEP of ``n`` beats takes ``step_setup + n + drain`` cycles (one that fails its
+    address-range check ``step_setup``, an illegal one ``step_illegal``); other instructions
+    ``instr`` (an illegal one too); a fetch beyond program memory ``fetch_fault``. See
+    docs/isa.md, "Timing".
     """
     dist_latency: int
     red_latency: int
     rq_latency: int
     ce_latency: int = ContractionEngine.latency
     instr: int = 3          # fetch, read into the instruction register, execute
+    step_illegal: int = 4   # fetch, read, decode, reject
     step_setup: int = 5     # fetch, read, decode, sum the address range, check it and load routes
     fetch_fault: int = 1
 

@@ -58,7 +58,7 @@ class Controller(wiring.Component):
     executes (one multiplier per operand, from registers).
 
     Errors (``done`` and ``error`` set, ``cause`` and ``err_pc`` recorded, back to IDLE): an
-    illegal instruction (in DECODE), a STEP whose rows leave a region (in CHECK, before anything is
+    illegal instruction (in DECODE; an illegal STEP in SUM), a STEP whose rows leave a region (in CHECK, before anything is
     issued), a fetch at ``pc >= prog_depth`` (in FETCH), an accumulator saturation (``overflow`` at
     the end of the drain). ``clear`` clears them; ``start`` is ignored while ``error`` is set.
 
@@ -178,6 +178,7 @@ class Controller(wiring.Component):
         step_illegal = ((step_w.levels == 0) | (step_w.levels > N) | (step_w.red > step_w.levels)
                         | (step_w.route_a >= c.dist_routes) | (step_w.route_b >= c.dist_routes)
                         | (step_w.route_c >= c.red_routes) | (step_w.shift >= c.sum_width))
+        step_bad = Signal()
         terms = {}   # (op, "lo"/"hi") -> registers: the base and the extents, added in pairs
         sums = {}
         for op in _OPERANDS:
@@ -293,26 +294,28 @@ class Controller(wiring.Component):
                             m.d.sync += self.pc.eq(self.pc + 1)
                             m.next = "FETCH"
                     with m.Case(Opcode.STEP):
-                        with m.If(step_illegal):
-                            fail(Cause.ILLEGAL)
-                        with m.Else():
-                            # Nothing is in flight: the datapath may see the new fields now.
-                            m.d.sync += [
-                                levels.eq(step_w.levels), red.eq(step_w.red),
-                                self.step.shift.eq(step_w.shift),
-                                self.step.rounding.eq(step_w.rounding),
-                                self.step.b_one.eq(step_w.b_one),
-                                self.step.region_a.eq(region["a"]),
-                                self.step.region_b.eq(region["b"]),
-                                self.step.region_c.eq(region["c"]),
-                            ]
-                            m.next = "SUM"
+                        # Nothing is in flight: the datapath may see the new fields now. Their
+                        # legality is registered and acted on in SUM.
+                        m.d.sync += [
+                            step_bad.eq(step_illegal),
+                            levels.eq(step_w.levels), red.eq(step_w.red),
+                            self.step.shift.eq(step_w.shift),
+                            self.step.rounding.eq(step_w.rounding),
+                            self.step.b_one.eq(step_w.b_one),
+                            self.step.region_a.eq(region["a"]),
+                            self.step.region_b.eq(region["b"]),
+                            self.step.region_c.eq(region["c"]),
+                        ]
+                        m.next = "SUM"
                     with m.Default():
                         fail(Cause.ILLEGAL)
             with m.State("SUM"):
                 for key, regs in terms.items():
                     m.d.sync += sums[key].eq(_tree_sum(regs))
-                m.next = "CHECK"
+                with m.If(step_bad):
+                    fail(Cause.ILLEGAL)
+                with m.Else():
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 # The loop nest starts whatever the check decides (it runs only in ISSUE), so
                 # the decision drives the state and the error registers alone.

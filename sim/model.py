@@ -178,6 +178,8 @@ class Machine:
             opcode, f = isa.decode(word)
             isa.check(opcode, f, c)
         except isa.IsaError:
+            if word & 0xF == Opcode.STEP.value:
+                k.cycles += t.step_illegal - t.instr
             return self._fail(Cause.ILLEGAL)
         if opcode == Opcode.HALT:
             self.done = True
@@ -239,7 +241,7 @@ class Machine:
         n = int(np.prod(self.count[:levels], dtype=object))
         sweep = int(np.prod(self.count[:red], dtype=object))
         outputs = n // sweep
-        # Fetch, read and decode (t.instr) are counted already; an illegal step costs just those.
+        # Fetch, read and decode (t.instr) are counted already.
         k.cycles += t.step_setup - t.instr + n + t.drain
         k.busy += n
         k.stalls += t.step_stalls
