@@ -1,7 +1,7 @@
 """The requantizer: accumulators to narrow results by shift, rounding and saturation."""
 
 import numpy as np
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,8 +12,9 @@ from fetta.sim.golden import MAX_ACC_WIDTH, PRNG, requantize
 __all__ = ["Rounding", "Requantizer", "requantizer_model", "RequantizerModel"]
 
 
-# Pipeline stages: shift and rounding decision, then increment and saturation.
-_LATENCY = 2
+# Pipeline stages: byte shift and mask; bit shift and rounding carry; saturation tests;
+# increment and saturation.
+_LATENCY = 4
 
 
 def _xorshift(x):
@@ -127,80 +128,125 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        A, W = self._acc_width, self._width
+        A, W, L = self._acc_width, self._width, self._lanes
         lo, hi = -(1 << (W - 1)), (1 << (W - 1)) - 1
         payload = self.i.payload
 
-        shift = Signal(range(A + 1))
-        if (1 << _shift_bits(A)) - 1 > A:
-            m.d.comb += shift.eq(Mux(payload.shift > A, A, payload.shift))
-        else:
-            m.d.comb += shift.eq(payload.shift)
+        # No clamp of the shift: a shift field above A already gives the mask of all ones and
+        # (arithmetically) a quotient of sign bits, exactly as a shift of A.
+        shift = payload.shift
         stochastic = payload.rounding == Rounding.STOCHASTIC
-        # mask = 2**shift - 1, shared by the lanes.
+        # mask = 2**s - 1 as a table, not comparisons, which Yosys would map to carry chains.
         mask = Signal(A)
-        m.d.comb += mask.eq(Cat(*[shift > j for j in range(A)]))
-        nonzero = shift != 0
-
+        with m.Switch(shift):
+            for value in range(1 << len(shift)):
+                with m.Case(value):
+                    m.d.comb += mask.eq((1 << min(value, A)) - 1)
         s1_valid = Signal()
-        s1_q = [Signal(signed(A), name=f"s1_q_{k}", reset_less=True) for k in range(self._lanes)]
-        s1_up = [Signal(name=f"s1_up_{k}", reset_less=True) for k in range(self._lanes)]
-        m.d.sync += s1_valid.eq(self.i.valid)
+        s1_fine = Signal(3, reset_less=True)    # s mod 8, the part of the shift left to stage 2
+        s1_even = Signal(reset_less=True)       # the nearest-even carry-in q[0] applies (s >= 1)
+        s2_valid = Signal()
+        s2_even = Signal(reset_less=True)
+        s3_valid = Signal()
+        m.d.sync += [
+            s1_valid.eq(self.i.valid),
+            s1_fine.eq(shift[:3]),
+            s1_even.eq(~stochastic & (shift != 0)),
+            s2_valid.eq(s1_valid),
+            s2_even.eq(s1_even),
+            s3_valid.eq(s2_valid),
+            self.o.valid.eq(s3_valid),
+        ]
 
-        for k in range(self._lanes):
-            # The register holds the next beat's bits, one xorshift step ahead of PRNG's state,
-            # so that no XOR sits between it and the rounding adder.
+        # xorshift is linear: a lane seeded with seed ^ const steps to step(seed) ^ step(const),
+        # so one step of the seed port serves every lane (but the lane whose state would be 0,
+        # seed = const, which restarts from const).
+        seed_step = Signal(32)
+        m.d.comb += seed_step.eq(_xorshift(self.seed))
+        saturated = Signal(L)
+        for k in range(L):
+            # The register holds the next beat's bits, one xorshift step ahead of PRNG's state.
             const = PRNG.lane_constant(k)
             bits = Signal(32, name=f"rand_{k}",
                           init=PRNG.step(PRNG.lane_state(self._seed, k)))
-            mixed = Signal(32, name=f"prng_seed_{k}")
-            m.d.comb += mixed.eq(self.seed ^ const)
             with m.If(self.seed_load):
-                m.d.sync += bits.eq(_xorshift(Mux(mixed == 0, const, mixed)))
+                m.d.sync += bits.eq(Mux(self.seed == const, PRNG.step(const),
+                                        seed_step ^ PRNG.step(const)))
             with m.Elif(self.i.valid):
                 m.d.sync += bits.eq(_xorshift(bits))
 
-            # The quotient q = acc >> s; the rounding increment is the carry into bit s of
-            # r + addend + cin, with r = acc mod 2**s:
-            #   nearest-even: addend = 2**(s-1) - 1, cin = q[0]  (r > half, or r = half and q odd)
-            #   stochastic:   addend = R (the random bits mod 2**s), cin = 0
+            # Stage 1: the shift by whole bytes (acc >> 8 * (s // 8)) and the operands of the
+            # rounding sum below. Splitting the barrel shifter halves the logic behind the shift
+            # field, whose fan-out spans every lane; the sum's operands are the lane's own
+            # registers, so no shared mask fans out again in stage 2.
             acc = payload.acc[k]
-            q = Signal(signed(A), name=f"quotient_{k}")
-            m.d.comb += q.eq(acc >> shift)
-            lsb = Signal(name=f"quotient_lsb_{k}")
-            m.d.comb += lsb.eq(Cat(acc, acc[A - 1]).bit_select(shift, 1))
             rand = Cat(*[bits] * ((A + 31) // 32))[:A]
-            addend = Signal(A, name=f"addend_{k}")
-            m.d.comb += addend.eq(Mux(stochastic, rand & mask, mask >> 1))
-            total = Signal(A + 1, name=f"round_sum_{k}")
-            m.d.comb += total.eq((acc.as_unsigned() & mask) + addend + (~stochastic & lsb & nonzero))
+            s1_coarse = Signal(signed(A), name=f"s1_coarse_{k}", reset_less=True)
+            s1_filled = Signal(A, name=f"s1_filled_{k}", reset_less=True)
+            s1_addend = Signal(A, name=f"s1_addend_{k}", reset_less=True)
             m.d.sync += [
-                s1_q[k].eq(q),
-                s1_up[k].eq(total.bit_select(shift, 1)),
+                s1_coarse.eq(acc >> Cat(C(0, 3), shift[3:])),
+                s1_filled.eq(acc.as_unsigned() | ~mask),
+                s1_addend.eq(Mux(stochastic, rand & mask, mask >> 1)),
             ]
 
-        saturated = Signal(self._lanes)
-        m.d.sync += self.o.valid.eq(s1_valid)
-        for k in range(self._lanes):
-            # Saturation of q + up is decided from q's bits alone, in parallel with a W-bit add:
-            # q + up > hi iff q > hi, or q = hi and up; q + up < lo iff q < lo, unless q = lo - 1
-            # and up.
-            q, up = s1_q[k], s1_up[k]
-            top = q[W - 1:]                         # all equal bits <=> q fits in W bits
-            low_ones = q[:W - 1].all()
-            sign = q[A - 1]
+            # Stage 2: the rest of the shift, q = acc >> s, and the rounding carry. The increment
+            # is the carry into bit s of r + addend + cin, with r = acc mod 2**s and
+            #   nearest-even: addend = 2**(s-1) - 1, cin = q[0]  (r > half, or r = half and q odd)
+            #   stochastic:   addend = R (the random bits mod 2**s), cin = 0.
+            # With ones filled in above bit s (`filled`), that carry runs out of the top: it is the
+            # carry-out (generate) of one adder with no carry-in, plus propagate & cin, where
+            # propagate (all bits of filled ^ addend) is a tie in nearest-even. So q[0], at the
+            # end of the shifter, need not enter the carry chain.
+            q = Signal(signed(A), name=f"quotient_{k}")
+            m.d.comb += q.eq(s1_coarse >> s1_fine)
+            total = Signal(A + 1, name=f"round_sum_{k}")
+            m.d.comb += total.eq(s1_filled + s1_addend)
+            s2_q = Signal(signed(A), name=f"s2_q_{k}", reset_less=True)
+            s2_generate = Signal(name=f"s2_generate_{k}", reset_less=True)
+            s2_tie = Signal(name=f"s2_tie_{k}", reset_less=True)
+            m.d.sync += [
+                s2_q.eq(q),
+                s2_generate.eq(total[A]),
+                # The propagate: a tie for nearest-even (stochastic beats have no carry-in).
+                s2_tie.eq((s1_filled ^ s1_addend).all()),
+            ]
+
+            # Stage 3: the saturation tests on q, wide reductions kept apart from the decision.
+            top = s2_q[W - 1:]                      # all equal bits <=> q fits in W bits
+            s3_up = Signal(name=f"s3_up_{k}", reset_less=True)
+            s3_q = Signal(W, name=f"s3_q_{k}", reset_less=True)
+            s3_sign = Signal(name=f"s3_sign_{k}", reset_less=True)
+            s3_top_any = Signal(name=f"s3_top_any_{k}", reset_less=True)
+            s3_top_all = Signal(name=f"s3_top_all_{k}", reset_less=True)
+            s3_below_lo = Signal(name=f"s3_below_lo_{k}", reset_less=True)  # lo - 1 if low ones
+            s3_low_ones = Signal(name=f"s3_low_ones_{k}", reset_less=True)
+            m.d.sync += [
+                s3_up.eq(s2_generate | (s2_tie & s2_even & s2_q[0])),
+                s3_q.eq(s2_q[:W]),
+                s3_sign.eq(s2_q[A - 1]),
+                s3_top_any.eq(top.any()),
+                s3_top_all.eq(top.all()),
+                s3_below_lo.eq(top[1:].all() & ~top[0]),
+                s3_low_ones.eq(s2_q[:W - 1].all()),
+            ]
+
+            # Stage 4: q + up, saturated. Saturation is decided from q's bits alone, in parallel
+            # with a W-bit increment: q + up > hi iff q > hi, or q = hi and up; q + up < lo iff
+            # q < lo, unless q = lo - 1 and up.
+            up = s3_up
             sat_hi = Signal(name=f"sat_hi_{k}")
             sat_lo = Signal(name=f"sat_lo_{k}")
             m.d.comb += [
-                sat_hi.eq((~sign & top.any()) | (~top.any() & low_ones & up)),
-                sat_lo.eq(sign & ~top.all() & ~(top[1:].all() & ~top[0] & low_ones & up)),
+                sat_hi.eq((~s3_sign & s3_top_any) | (~s3_top_any & s3_low_ones & up)),
+                sat_lo.eq(s3_sign & ~s3_top_all & ~(s3_below_lo & s3_low_ones & up)),
                 saturated[k].eq(sat_hi | sat_lo),
             ]
-            m.d.sync += self.o.payload[k].eq(Mux(sat_hi, hi, Mux(sat_lo, lo, (q[:W] + up)[:W])))
+            m.d.sync += self.o.payload[k].eq(Mux(sat_hi, hi, Mux(sat_lo, lo, (s3_q + up)[:W])))
 
         with m.If(self.clear):
             m.d.sync += self.overflow.eq(0)
-        with m.If(s1_valid & saturated.any()):
+        with m.If(s3_valid & saturated.any()):
             m.d.sync += self.overflow.eq(1)
         return m
 

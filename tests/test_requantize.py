@@ -172,8 +172,11 @@ def test_requantizer_model_steps_prng_on_every_beat():
     a.cycle(valid=True, acc=acc[0], shift=2, rounding=Rounding.STOCHASTIC)
     b.cycle(valid=False)
     b.cycle(valid=True, acc=acc[0], shift=2, rounding=Rounding.STOCHASTIC)
-    out_a = a.cycle()[1]
-    out_b = b.cycle()[1]
+    # The stochastic beat, accepted last, shows latency - 1 cycles later.
+    for _ in range(a.latency - 1):
+        valid_a, out_a, _ = a.cycle()
+        valid_b, out_b, _ = b.cycle()
+    assert valid_a and valid_b
     assert out_a.tolist() == [v // 4 + ((v % 4) + (int(x) & 3) >= 4) for v, x in zip(acc[0], bits)]
     assert out_b.tolist() == [v // 4 + ((v % 4) + (int(x) & 3) >= 4)
                               for v, x in zip(acc[0], PRNG(7, 2).next())]

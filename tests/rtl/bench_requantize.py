@@ -67,7 +67,8 @@ def stimulus(rng, *, lanes, acc_width, width, cycles):
     # Drain the pipeline.
     idle = {"valid": False, "acc": [0] * lanes, "shift": 0, "rounding": Rounding.NEAREST_EVEN,
             "clear": False, "seed_load": False, "seed": 0}
-    return cycles_out + [dict(idle) for _ in range(4)]
+    drain = RequantizerModel(lanes=lanes, acc_width=acc_width, width=width).latency + 1
+    return cycles_out + [dict(idle) for _ in range(drain)]
 
 
 def expected(cycles, *, lanes, acc_width, width, seed):
