@@ -21,13 +21,18 @@ from .ce_array import CEArray
 from .config import AcceleratorConfig
 from .controller import Controller
 from .distribution import BenesDistribution
-from .host_port import AXI4LiteSignature, HostPort, RegisterBusSignature
+from .host_port import AXI4LiteSignature, HostPort, RegisterBusSignature, in_constant_range
 from .isa import CSR, HOST_ADDR_WIDTH, ID_VALUE, INSTR_WIDTH, WINDOWS, route_words
 from .reduction import ReductionNetwork
 from .requantize import Requantizer
 from .scratchpad import Scratchpad
 
 __all__ = ["Datapath", "Timing", "Accelerator", "AcceleratorSystem"]
+
+
+#: Route tables of at most this many entries sit in flip-flops on any FPGA: their read ports are
+#: combinational, which saves a read register per port (a block RAM needs the registered ones).
+SMALL_TABLE = 4
 
 
 def _ceil32(bits):
@@ -303,16 +308,21 @@ class Accelerator(wiring.Component):
         prog_rp = prog.read_port()
         prog_host_rp = prog.read_port()
         prog_wp = prog.write_port(granularity=32)
+        # A route table is read by the controller in CHECK (the address is held from DECODE on)
+        # and by the host while idle; neither changes while a read is under way, so a small
+        # table's combinational ports return what registered ones would.
+        dist_small, red_small = c.dist_routes <= SMALL_TABLE, c.red_routes <= SMALL_TABLE
+        dist_domain, red_domain = ("comb" if small else "sync" for small in (dist_small, red_small))
         dist_width = 32 * dp.dist_words
         m.submodules.dist_routes = dist_mem = Memory(shape=unsigned(dist_width), depth=c.dist_routes, init=[])
-        dist_rp_a = dist_mem.read_port()
-        dist_rp_b = dist_mem.read_port()
-        dist_host_rp = dist_mem.read_port()
+        dist_rp_a = dist_mem.read_port(domain=dist_domain)
+        dist_rp_b = dist_mem.read_port(domain=dist_domain)
+        dist_host_rp = dist_mem.read_port(domain=dist_domain)
         dist_wp = dist_mem.write_port(granularity=32)
         red_width = 32 * dp.red_words
         m.submodules.red_routes = red_mem = Memory(shape=unsigned(red_width), depth=c.red_routes, init=[])
-        red_rp = red_mem.read_port()
-        red_host_rp = red_mem.read_port()
+        red_rp = red_mem.read_port(domain=red_domain)
+        red_host_rp = red_mem.read_port(domain=red_domain)
         red_wp = red_mem.write_port(granularity=32)
 
         # Controller and route tables.
@@ -396,8 +406,12 @@ class Accelerator(wiring.Component):
         byte_bases = {name: WINDOWS[name][0] >> 2 for name in WINDOWS}
 
         def window(name, words):
+            # Windows are aligned (docs/isa.md): inside one, the offset is the address's low
+            # bits; outside it, it drives nothing the host sees.
             lo = byte_bases[name]
-            return (word >= lo) & (word < lo + words), word - lo
+            span = WINDOWS[name][1] >> 2
+            assert lo % span == 0 and span & (span - 1) == 0 and words <= span
+            return in_constant_range(word, lo, lo + words), word[:span.bit_length() - 1]
 
         in_csr, csr_off = window("CSR", WINDOWS["CSR"][1] >> 2)
         in_prog, prog_off = window("PROGRAM", 2 * c.prog_depth)
@@ -422,6 +436,7 @@ class Accelerator(wiring.Component):
             "DIST_WORDS": dp.dist_words, "RED_WORDS": dp.red_words, "CTRL": 0,
             "STATUS": Cat(ctl.busy, ctl.done, ctl.error, rq.overflow),
             "CAUSE": ctl.cause, "ERR_PC": ctl.err_pc, "ENTRY": entry, "PC": ctl.pc, "SEED": seed,
+            # Counters of counter_width bits: *_HI holds the bits above 32 (none up to 32 bits).
             "CYCLES_LO": ctl.cycles[:32], "CYCLES_HI": ctl.cycles[32:],
             "BUSY_LO": ctl.busy_cycles[:32], "BUSY_HI": ctl.busy_cycles[32:],
             "MACS_LO": ctl.macs[:32], "MACS_HI": ctl.macs[32:],
@@ -431,7 +446,7 @@ class Accelerator(wiring.Component):
         csr_read = Signal(32)
         csr_known = Signal()
         csr_writable = Signal()
-        with m.Switch(csr_off):
+        with m.If(in_csr), m.Switch(csr_off):
             for name, (offset, access, _) in CSR.items():
                 with m.Case(offset >> 2):
                     m.d.comb += [csr_read.eq(csr_values[name]), csr_known.eq(1),
@@ -490,7 +505,13 @@ class Accelerator(wiring.Component):
             m.d.comb += red_wp.en.eq(1 << red_part)
 
         with m.If(request):
-            m.d.sync += [pending.eq(1), lane.eq(spad_lane), ack_data.eq(csr_read)]
+            # A small route table's word is read now and returned from ack_data.
+            ack_value = csr_read
+            if dist_small:
+                ack_value = Mux(in_dist, dist_host_rp.data.word_select(dist_part, 32), ack_value)
+            if red_small:
+                ack_value = Mux(in_red, red_host_rp.data.word_select(red_part, 32), ack_value)
+            m.d.sync += [pending.eq(1), lane.eq(spad_lane), ack_data.eq(ack_value)]
             m.d.sync += ack_err.eq(
                 ~(in_csr | memory_access)
                 | (in_csr & ~csr_known)
@@ -525,9 +546,11 @@ class Accelerator(wiring.Component):
                 with m.Case(1):
                     m.d.comb += bus.r_data.eq(prog_host_rp.data.word_select(part, 32))
                 with m.Case(2):
-                    m.d.comb += bus.r_data.eq(dist_host_rp.data.word_select(part, 32))
+                    m.d.comb += bus.r_data.eq(
+                        ack_data if dist_small else dist_host_rp.data.word_select(part, 32))
                 with m.Case(3):
-                    m.d.comb += bus.r_data.eq(red_host_rp.data.word_select(part, 32))
+                    m.d.comb += bus.r_data.eq(
+                        ack_data if red_small else red_host_rp.data.word_select(part, 32))
                 with m.Case(4):
                     word_value = spad.read_a.data.as_value().word_select(lane, W).as_signed()
                     m.d.comb += bus.r_data.eq(word_value)

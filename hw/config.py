@@ -62,6 +62,10 @@ class AcceleratorConfig:
         Entries of the distribution route table (shared by the A and B networks); 1 to 1024.
     red_routes : int
         Entries of the reduction route table (reduction config and output masks); 1 to 1024.
+    counter_width : int
+        Bits of each performance counter (``CYCLES``, ``BUSY``, ``MACS``, ``STALLS``); 16 to 64.
+        A counter wraps modulo ``2 ** counter_width``; its ``*_HI`` CSR reads the bits above 32
+        (zero when ``counter_width <= 32``). Narrow counters save logic on small FPGAs.
     """
 
     lanes: int = 16
@@ -73,6 +77,7 @@ class AcceleratorConfig:
     prog_depth: int = 256
     dist_routes: int = 64
     red_routes: int = 64
+    counter_width: int = 64
 
     def __post_init__(self):
         _check_pow2("lanes", self.lanes, 4, 256)
@@ -88,6 +93,8 @@ class AcceleratorConfig:
         _check_pow2("prog_depth", self.prog_depth, 2, ISA_LIMITS["prog_depth"])
         _check_int("dist_routes", self.dist_routes, 1, ISA_LIMITS["dist_routes"])
         _check_int("red_routes", self.red_routes, 1, ISA_LIMITS["red_routes"])
+        # The CSRs hold 64 bits; below 16 a short program would already wrap.
+        _check_int("counter_width", self.counter_width, 16, 64)
 
     # Derived parameters.
 
@@ -121,6 +128,11 @@ class AcceleratorConfig:
     @property
     def acc_max(self):
         return (1 << (self.acc_width - 1)) - 1
+
+    @property
+    def counter_mask(self):
+        """``2 ** counter_width - 1``: the performance counters count modulo ``counter_width`` bits."""
+        return (1 << self.counter_width) - 1
 
     @property
     def words(self):

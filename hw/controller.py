@@ -76,8 +76,8 @@ class Controller(wiring.Component):
     busy, done, error : ``Out(1)``
     cause : ``Out(Cause)``
     err_pc, pc : ``Out(17)``
-    cycles, busy_cycles, macs, stalls : ``Out(64)``
-        Performance counters, cleared by ``start``.
+    cycles, busy_cycles, macs, stalls : ``Out(config.counter_width)``
+        Performance counters, cleared by ``start``; they wrap modulo ``2 ** counter_width``.
     prog_addr : ``Out``; prog_data : ``In(64)``
         Program memory read port (data one cycle after the address).
     route_a, route_b, route_c : ``Out(10)``
@@ -101,7 +101,8 @@ class Controller(wiring.Component):
             "start": In(1), "clear": In(1), "entry": In(16),
             "busy": Out(1), "done": Out(1), "error": Out(1), "cause": Out(Cause),
             "err_pc": Out(17), "pc": Out(17),
-            "cycles": Out(64), "busy_cycles": Out(64), "macs": Out(64), "stalls": Out(64),
+            "cycles": Out(config.counter_width), "busy_cycles": Out(config.counter_width),
+            "macs": Out(config.counter_width), "stalls": Out(config.counter_width),
             "prog_addr": Out(self._prog_bits), "prog_data": In(INSTR_WIDTH),
             "route_a": Out(10), "route_b": Out(10), "route_c": Out(10),
             "load": Out(1),

@@ -11,7 +11,30 @@ from amaranth.lib import enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["AXI4LiteResponse", "AXI4LiteSignature", "RegisterBusSignature", "HostPort",
-           "HostPortExample", "HostPortExampleModel"]
+           "HostPortExample", "HostPortExampleModel", "in_constant_range"]
+
+
+def in_constant_range(value, lo, hi):
+    """Return whether unsigned ``value`` lies in ``[lo, hi)``, for constant bounds.
+
+    Every value of the range shares the bits above the highest bit in which ``lo`` and ``hi - 1``
+    differ: those are compared for equality, and only the bits below against the bounds. For an
+    aligned window (a base that is a multiple of a power of two no smaller than its size) no
+    magnitude comparator remains, where ``(value >= lo) & (value < hi)`` needs two as wide as
+    ``value`` (two carry chains on an FPGA).
+    """
+    width = len(value)
+    lo, hi = max(lo, 0), min(hi, 1 << width)
+    if lo >= hi:
+        return Const(0)
+    split = (lo ^ (hi - 1)).bit_length()
+    hit = value[split:] == lo >> split if split < width else Const(1)
+    low, low_lo, low_hi = value[:split], lo - (lo >> split << split), hi - (lo >> split << split)
+    if low_lo > 0:
+        hit = hit & (low >= low_lo)
+    if low_hi < 1 << split:
+        hit = hit & (low < low_hi)
+    return hit
 
 
 class AXI4LiteResponse(enum.Enum, shape=2):
@@ -335,7 +358,7 @@ class HostPort(wiring.Component):
         def in_range(word):
             hit = Const(0)
             for base, size in self._regions:
-                hit = hit | ((word >= base // 4) & (word < (base + size) // 4))
+                hit = hit | in_constant_range(word, base // 4, (base + size) // 4)
             return hit
 
         # Every response with SLVERR passes through here.

@@ -30,7 +30,7 @@ _CHUNK = 1 << 21
 
 @dataclasses.dataclass
 class Counters:
-    """Performance counters, as the CSRs of the same names."""
+    """Performance counters, as the CSRs of the same names (modulo ``2 ** counter_width``)."""
     cycles: int = 0
     busy: int = 0
     macs: int = 0
@@ -151,9 +151,20 @@ class Machine:
         self.prng.reseed(self.seed)
         self.pc = entry
         for _ in range(max_instructions):
-            if self._execute():
+            stopped = self._execute()
+            self._wrap_counters()
+            if stopped:
                 return self._result()
         raise RuntimeError(f"no HALT within {max_instructions} instructions")
+
+    def _wrap_counters(self):
+        # The hardware's counters are counter_width bits wide and wrap; an instruction's
+        # increments summed and then wrapped give the same value.
+        mask, k = self.config.counter_mask, self.counters
+        k.cycles &= mask
+        k.busy &= mask
+        k.macs &= mask
+        k.stalls &= mask
 
     def _result(self):
         return RunResult(done=self.done, error=self.error, cause=self.cause, err_pc=self.err_pc,

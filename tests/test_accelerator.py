@@ -1,4 +1,5 @@
 import contextlib
+import dataclasses
 import gc
 import warnings
 
@@ -164,6 +165,53 @@ def test_rtl_host_bus_errors_and_registers():
         assert got["cause"] == 0
         assert got["cycles"] == 2 * t.instr + t.step_cycles(300)
 
+    run_testbench(dut, bench)
+
+
+def test_rtl_narrow_counters_wrap_like_the_model(seed):
+    """16-bit counters wrap in the RTL as in the model (a STEP of more than 2**16 beats); route
+    tables of a few entries (combinational reads) read back every word written, padding too."""
+    from accelerator_programs import _identity_red
+    from test_model import long_step_program
+    config = AcceleratorConfig(lanes=4, acc_width=16, regions=3, depth=16, loop_levels=2,
+                               prog_depth=16, dist_routes=2, red_routes=1, counter_width=16)
+    dut = Accelerator(config)
+    dp = dut.datapath
+    program = long_step_program([300, 220])
+    red = _identity_red(config, dp)
+    machine = Machine(config)
+    machine.load_program(program)
+    machine.set_red_route(0, red)
+    want = machine.run().counters
+    rng = np.random.default_rng(seed)
+
+    async def bench(ctx):
+        bus = SimBus(ctx, dut.host)
+        for window, words in (("DIST_ROUTES", dp.dist_words * config.dist_routes),
+                              ("RED_ROUTES", dp.red_words * config.red_routes)):
+            base = isa.WINDOWS[window][0]
+            values = [int(v) for v in rng.integers(0, 1 << 32, words)]
+            for j, v in enumerate(values):
+                await bus.write(base + 4 * j, v)
+            assert [await bus.read(base + 4 * j) for j in range(words)] == values, window
+        base = isa.WINDOWS["PROGRAM"][0]
+        for i, w in enumerate(program):
+            await bus.write(base + 8 * i, w & 0xFFFFFFFF)
+            await bus.write(base + 8 * i + 4, w >> 32)
+        for j in range(dp.red_words):
+            await bus.write(isa.WINDOWS["RED_ROUTES"][0] + 4 * j, (red >> 32 * j) & 0xFFFFFFFF)
+        await bus.write(isa.CSR["CTRL"][0], 1)
+        while not await bus.read(isa.CSR["STATUS"][0]) & 2:
+            for _ in range(1000):
+                await ctx.tick()
+        got = {}
+        for name in ("CYCLES", "BUSY", "MACS", "STALLS"):
+            assert await bus.read(isa.CSR[f"{name}_HI"][0]) == 0
+            got[name.lower()] = await bus.read(isa.CSR[f"{name}_LO"][0])
+        assert got == dataclasses.asdict(want)
+        assert bus.errors == 0
+
+    assert want.cycles < Timing.from_config(config).step_cycles(300 * 220)   # it wrapped
     run_testbench(dut, bench)
 
 

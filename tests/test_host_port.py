@@ -823,3 +823,24 @@ def test_describe_reports_an_error():
     text = run_sync(describe(driver))
     assert "status: done, error" in text and "error: ILLEGAL at instruction 1" in text
     assert f"counters: cycles {2 * Timing.from_config(SMALL).instr}," in text
+
+
+def test_in_constant_range_every_bound():
+    """``in_constant_range`` against Python's comparison: every 5-bit value, every pair of bounds
+    (including bounds outside the value's range)."""
+    from amaranth import Module, Signal
+    from fetta.hw.host_port import in_constant_range
+    value = Signal(5)
+    bounds = [(lo, hi) for lo in range(-1, 34) for hi in range(-1, 34)]
+    m = Module()
+    hits = [Signal(name=f"hit_{k}") for k in range(len(bounds))]
+    for hit, (lo, hi) in zip(hits, bounds):
+        m.d.comb += hit.eq(in_constant_range(value, lo, hi))
+
+    async def bench(ctx):
+        for x in range(32):
+            ctx.set(value, x)
+            got = [ctx.get(hit) for hit in hits]
+            assert got == [int(lo <= x < hi) for lo, hi in bounds], x
+
+    run_testbench(m, bench, clock=False)

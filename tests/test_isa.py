@@ -172,6 +172,8 @@ def test_config_serialization(tmp_path):
     ({"prog_depth": 3}, "prog_depth must be a power of two from 2 to 65536, not 3"),
     ({"dist_routes": 0}, "dist_routes must be an integer from 1 to 1024, not 0"),
     ({"red_routes": 2000}, "red_routes must be an integer from 1 to 1024, not 2000"),
+    ({"counter_width": 8}, "counter_width must be an integer from 16 to 64, not 8"),
+    ({"counter_width": 65}, "counter_width must be an integer from 16 to 64, not 65"),
 ])
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):

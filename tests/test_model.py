@@ -1,3 +1,4 @@
+import dataclasses
 import time
 
 import numpy as np
@@ -74,6 +75,33 @@ def test_counters_add_up(seed):
     assert k.stalls == steps * (1 + t.drain)
     others = len(case.program) - steps
     assert k.cycles == k.busy + k.stalls + steps * (t.step_setup - 1) + others * t.instr
+
+
+def long_step_program(counts):
+    """LOOP each level, BASE, one STEP over all of them (everything reduced into one row), HALT."""
+    O = isa.Opcode
+    return ([isa.encode(O.LOOP, level=k, count=n) for k, n in enumerate(counts)]
+            + [isa.encode(O.BASE, region_a=0, region_b=1, region_c=2),
+               isa.encode(O.STEP, levels=len(counts), red=len(counts)), isa.encode(O.HALT)])
+
+
+def test_narrow_counters_wrap():
+    """16-bit counters keep the low 16 bits of what 64-bit ones count (from the timing)."""
+    wide = AcceleratorConfig(lanes=4, acc_width=16, loop_levels=2)
+    narrow = AcceleratorConfig(lanes=4, acc_width=16, loop_levels=2, counter_width=16)
+    program = long_step_program([300, 220])
+    t, n = Timing.from_config(narrow), 300 * 220
+    cycles = 3 * t.instr + t.step_cycles(n) + t.instr
+    expect = {"cycles": cycles, "busy": n, "macs": 4 * n, "stalls": t.step_stalls}
+    assert cycles > 1 << 16 and n > 1 << 16     # they do wrap
+    for config, mask in ((wide, (1 << 64) - 1), (narrow, 0xFFFF)):
+        machine = Machine(config)
+        machine.load_program(program)
+        result = machine.run()
+        assert not result.error
+        got = dataclasses.asdict(result.counters)
+        assert got == {name: value & mask for name, value in expect.items()}, config
+        assert dataclasses.asdict(machine.counters) == got
 
 
 def test_program_counter_past_memory():
