@@ -12,7 +12,7 @@ from fetta.sim.golden import MAX_ACC_WIDTH, PRNG, requantize
 __all__ = ["Rounding", "Requantizer", "requantizer_model", "RequantizerModel"]
 
 
-# Pipeline stages: byte shift and mask; bit shift and rounding carry; saturation tests;
+# Pipeline stages: byte shift and sum operands; bit shift and rounding carry; saturation tests;
 # increment and saturation.
 _LATENCY = 4
 
@@ -41,8 +41,11 @@ class Requantizer(wiring.Component):
     ``seed_load`` reloads them from the ``seed`` port (taking precedence over a beat in the same
     cycle, which still uses the bits of the old state).
 
-    Latency: a beat's results appear on ``o`` :attr:`latency` cycles after it is accepted;
+    Latency: a beat's results appear on ``o`` :attr:`latency` (4) cycles after it is accepted;
     throughput one beat per cycle. There is no back-pressure: ``o`` must be accepted when valid.
+    The four registered stages: the shift by whole bytes and the operands of the rounding sum;
+    the shift by the remaining bits and the rounding carry; the saturation tests; the increment
+    and saturation (see ``docs/numerics.md``).
     Overflow: a result beyond the ``width``-bit range saturates at its most positive or negative
     value and sets the sticky ``overflow`` flag in the cycle the beat appears on ``o``; ``clear``
     clears it (a saturation in the same cycle wins).
