@@ -160,6 +160,31 @@ def test_requantizer_stochastic_uses_the_prng():
     assert values.tolist() == want
 
 
+def test_requantizer_seed_load_of_each_lane_constant():
+    """A seed equal to a lane's constant gives that lane the state 0, which restarts from the
+    constant: the hardware's shared seed step must not miss it in any lane."""
+    lanes, A, W = 3, 20, 8
+    rng = np.random.default_rng(5)
+    cycles = []
+    for k in range(lanes):
+        cycles.append({"valid": False, "acc": [0] * lanes, "shift": 0,
+                       "rounding": Rounding.NEAREST_EVEN, "clear": False, "seed_load": True,
+                       "seed": PRNG.lane_constant(k)})
+        for _ in range(6):
+            cycles.append({"valid": True, "acc": [int(v) for v in rng.integers(-4000, 4000, lanes)],
+                           "shift": 7, "rounding": Rounding.STOCHASTIC, "clear": True,
+                           "seed_load": False, "seed": 0})
+    idle = {"valid": False, "acc": [0] * lanes, "shift": 0, "rounding": Rounding.NEAREST_EVEN,
+            "clear": False, "seed_load": False, "seed": 0}
+    dut = Requantizer(lanes=lanes, acc_width=A, width=W, seed=99)
+    cycles += [dict(idle) for _ in range(dut.latency)]
+    want = expected(cycles, lanes=lanes, acc_width=A, width=W, seed=99)
+    # The reloaded lane draws from its constant: its first bits are one step of it.
+    first = PRNG(PRNG.lane_constant(1), lanes).next()
+    assert int(first[1]) == PRNG.step(PRNG.lane_constant(1))
+    _run(dut, cycles, want)
+
+
 def test_requantizer_model_steps_prng_on_every_beat():
     """Nearest-even beats step the generators too, so a later stochastic beat depends on them."""
     acc = [[3, 5]]
