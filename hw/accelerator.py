@@ -65,7 +65,7 @@ class Datapath:
 
     def distribution(self):
         c = self._config
-        return BenesDistribution(lanes=c.lanes, width=c.width)
+        return BenesDistribution(lanes=c.lanes, width=c.width, register_every=c.dist_register_every)
 
     def reduction(self):
         c = self._config
@@ -446,7 +446,10 @@ class Accelerator(wiring.Component):
         csr_read = Signal(32)
         csr_known = Signal()
         csr_writable = Signal()
-        with m.If(in_csr), m.Switch(csr_off):
+        # The registers fill the low words of the CSR window: decode those bits per register,
+        # the bits above once.
+        csr_bits = max(offset >> 2 for offset, _, _ in CSR.values()).bit_length()
+        with m.If(in_csr & (csr_off[csr_bits:] == 0)), m.Switch(csr_off[:csr_bits]):
             for name, (offset, access, _) in CSR.items():
                 with m.Case(offset >> 2):
                     m.d.comb += [csr_read.eq(csr_values[name]), csr_known.eq(1),

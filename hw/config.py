@@ -62,6 +62,12 @@ class AcceleratorConfig:
         Entries of the distribution route table (shared by the A and B networks); 1 to 1024.
     red_routes : int
         Entries of the reduction route table (reduction config and output masks); 1 to 1024.
+    dist_register_every : int
+        Switch stages of each distribution network between pipeline registers; 1 (every stage
+        registered, the default) to ``dist_stages``. Fewer registers shorten the distribution
+        latency (``ceil(dist_stages / dist_register_every)`` cycles, which every step's drain
+        includes) and save flip-flops, at the cost of a longer combinational path: for a slow
+        clock on a small FPGA.
     counter_width : int
         Bits of each performance counter (``CYCLES``, ``BUSY``, ``MACS``, ``STALLS``); 16 to 64.
         A counter wraps modulo ``2 ** counter_width``; its ``*_HI`` CSR reads the bits above 32
@@ -77,6 +83,7 @@ class AcceleratorConfig:
     prog_depth: int = 256
     dist_routes: int = 64
     red_routes: int = 64
+    dist_register_every: int = 1
     counter_width: int = 64
 
     def __post_init__(self):
@@ -93,6 +100,7 @@ class AcceleratorConfig:
         _check_pow2("prog_depth", self.prog_depth, 2, ISA_LIMITS["prog_depth"])
         _check_int("dist_routes", self.dist_routes, 1, ISA_LIMITS["dist_routes"])
         _check_int("red_routes", self.red_routes, 1, ISA_LIMITS["red_routes"])
+        _check_int("dist_register_every", self.dist_register_every, 1, self.dist_stages)
         # The CSRs hold 64 bits; below 16 a short program would already wrap.
         _check_int("counter_width", self.counter_width, 16, 64)
 
@@ -102,6 +110,11 @@ class AcceleratorConfig:
     def lane_bits(self):
         """log2 L."""
         return self.lanes.bit_length() - 1
+
+    @property
+    def dist_stages(self):
+        """Switch stages of a distribution network (``5 log2 L - 4``, see ``hw/distribution.py``)."""
+        return 5 * self.lane_bits - 4
 
     @property
     def row_bits(self):

@@ -198,7 +198,12 @@ class Controller(wiring.Component):
                     m.d.sync += reg.eq(sum(values[i:i + 2]))
                     regs.append(reg)
                 terms[op, bound] = regs
-                sums[op, bound] = Signal(signed(sum_width), name=f"range_{bound}_{op}")
+                if len(regs) == 1:
+                    # One loop level: the pair is the whole sum. Its inputs do not change
+                    # between DECODE and CHECK, so in CHECK it still holds what SUM would copy.
+                    sums[op, bound] = regs[0]
+                else:
+                    sums[op, bound] = Signal(signed(sum_width), name=f"range_{bound}_{op}")
         b_one = self.step.b_one
         out_of_range = []
         for op in _OPERANDS:
@@ -312,7 +317,8 @@ class Controller(wiring.Component):
                         fail(Cause.ILLEGAL)
             with m.State("SUM"):
                 for key, regs in terms.items():
-                    m.d.sync += sums[key].eq(_tree_sum(regs))
+                    if len(regs) > 1:
+                        m.d.sync += sums[key].eq(_tree_sum(regs))
                 with m.If(step_bad):
                     fail(Cause.ILLEGAL)
                 with m.Else():
