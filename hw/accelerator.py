@@ -7,9 +7,10 @@ latencies and the meaning of route-table entries (used by the RTL, the model and
 
 import dataclasses
 import functools
+from types import SimpleNamespace
 
 import numpy as np
-from amaranth import Cat, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -234,6 +235,35 @@ class Timing:
         return self.step_setup + beats + self.drain
 
 
+class _RegisterTable:
+    """A table of a few entries in registers, with the port interface of a ``Memory``: read ports
+    are combinational (``data`` follows ``addr`` in the same cycle), the write port writes
+    ``granularity``-bit parts at the end of the cycle. Unlike a memory of one entry, it has no
+    address port of zero bits."""
+
+    def __init__(self, m, name, *, width, depth):
+        self._m, self._width, self._depth = m, width, depth
+        self._entries = [Signal(width, name=f"{name}_{e}", reset_less=True) for e in range(depth)]
+        self._addr_bits = max((depth - 1).bit_length(), 1)
+
+    def read_port(self):
+        port = SimpleNamespace(addr=Signal(self._addr_bits), data=Signal(self._width))
+        value = Array(self._entries)[port.addr] if self._depth > 1 else self._entries[0]
+        self._m.d.comb += port.data.eq(value)
+        return port
+
+    def write_port(self, *, granularity):
+        parts = self._width // granularity
+        port = SimpleNamespace(addr=Signal(self._addr_bits), data=Signal(self._width),
+                               en=Signal(parts))
+        for e, entry in enumerate(self._entries):
+            for j in range(parts):
+                with self._m.If(port.en[j] & (port.addr == e)):
+                    self._m.d.sync += entry.word_select(j, granularity).eq(
+                        port.data.word_select(j, granularity))
+        return port
+
+
 def _delay(m, value, cycles, name, *, reset_less=False):
     """Return ``value`` delayed by ``cycles`` clock cycles through named registers."""
     for k in range(cycles):
@@ -310,19 +340,26 @@ class Accelerator(wiring.Component):
         prog_wp = prog.write_port(granularity=32)
         # A route table is read by the controller in CHECK (the address is held from DECODE on)
         # and by the host while idle; neither changes while a read is under way, so a small
-        # table's combinational ports return what registered ones would.
+        # table's combinational reads return what a memory's registered ones would.
         dist_small, red_small = c.dist_routes <= SMALL_TABLE, c.red_routes <= SMALL_TABLE
-        dist_domain, red_domain = ("comb" if small else "sync" for small in (dist_small, red_small))
         dist_width = 32 * dp.dist_words
-        m.submodules.dist_routes = dist_mem = Memory(shape=unsigned(dist_width), depth=c.dist_routes, init=[])
-        dist_rp_a = dist_mem.read_port(domain=dist_domain)
-        dist_rp_b = dist_mem.read_port(domain=dist_domain)
-        dist_host_rp = dist_mem.read_port(domain=dist_domain)
+        if dist_small:
+            dist_mem = _RegisterTable(m, "dist_routes", width=dist_width, depth=c.dist_routes)
+        else:
+            m.submodules.dist_routes = dist_mem = Memory(shape=unsigned(dist_width),
+                                                         depth=c.dist_routes, init=[])
+        dist_rp_a = dist_mem.read_port()
+        dist_rp_b = dist_mem.read_port()
+        dist_host_rp = dist_mem.read_port()
         dist_wp = dist_mem.write_port(granularity=32)
         red_width = 32 * dp.red_words
-        m.submodules.red_routes = red_mem = Memory(shape=unsigned(red_width), depth=c.red_routes, init=[])
-        red_rp = red_mem.read_port(domain=red_domain)
-        red_host_rp = red_mem.read_port(domain=red_domain)
+        if red_small:
+            red_mem = _RegisterTable(m, "red_routes", width=red_width, depth=c.red_routes)
+        else:
+            m.submodules.red_routes = red_mem = Memory(shape=unsigned(red_width),
+                                                       depth=c.red_routes, init=[])
+        red_rp = red_mem.read_port()
+        red_host_rp = red_mem.read_port()
         red_wp = red_mem.write_port(granularity=32)
 
         # Controller and route tables.

@@ -215,6 +215,40 @@ def test_rtl_narrow_counters_wrap_like_the_model(seed):
     run_testbench(dut, bench)
 
 
+def test_rtl_board_configuration_like_the_model(seed):
+    """The iCEBreaker's reduced configuration (one loop level, a register every third
+    distribution stage, route tables of one and two entries, 16-bit counters): steps out of the
+    region at either end, and random one-step programs, against the model."""
+    from fetta.boards.platforms import ICEBREAKER_CONFIG
+    config = AcceleratorConfig(**ICEBREAKER_CONFIG)
+    rng = np.random.default_rng(seed)
+    dut = Accelerator(config)
+    machine = Machine(config)
+    above = build("address_range", config, seed)
+    # The first A row lies one before the region: a negative extent from base 2.
+    below = dataclasses.replace(above, name="below_region", program=isa.assemble(
+        "base region_a=0 region_b=1 region_c=2 base_a=2 base_b=0 base_c=0\n"
+        "loop level=0 count=4 stride_a=-1 stride_b=1 stride_c=1\n"
+        "step levels=1 red=0 route_a=0 route_b=0 route_c=0\nhalt", config), expect=[])
+    cases = [above, below] + [random_case(config, rng, steps=1) for _ in range(4)]
+
+    async def bench(ctx):
+        bus = SimBus(ctx, dut.host)
+        for case in cases:
+            await load_case(bus, config, case)
+            load_model(machine, case)
+            if case.name == "random":
+                await run_and_compare(bus, config, case, machine)
+            else:
+                got = await run_and_check(bus, config, case, machine)
+                assert got["cause"] == Cause.ADDRESS.value
+            # CLEAR both: the error and the sticky QSAT flag.
+            await bus.write(isa.CSR["CTRL"][0], 2)
+            machine.clear()
+
+    run_testbench(dut, bench)
+
+
 def test_scratchpad_regions_and_masks(seed):
     rng = np.random.default_rng(seed)
     dut = Scratchpad(regions=3, lanes=4, depth=8, width=8)

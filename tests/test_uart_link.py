@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fetta.boards.host_link import LinkError, UARTLink
+from fetta.boards.platforms import ICEBREAKER_CONFIG
 from fetta.boards.top import LinkTop, make_target
 from fetta.hw.config import AcceleratorConfig
 from fetta.hw.host_port import HostPortExample, HostPortExampleModel
@@ -140,9 +141,9 @@ def test_host_link_against_rtl(seed):
                              params=params) == 1
 
 
-#: A small accelerator behind the simulated link (a short Verilator build).
-SIM_ACCELERATOR = dict(SIM_LINK, target="accelerator", config=AcceleratorConfig(
-    lanes=4, acc_width=16, depth=32, prog_depth=32, dist_routes=8, red_routes=4).to_dict())
+#: The iCEBreaker's accelerator behind the simulated link: what the board carries.
+SIM_ACCELERATOR = dict(SIM_LINK, target="accelerator",
+                       config=AcceleratorConfig(**ICEBREAKER_CONFIG).to_dict())
 
 
 @pytest.mark.rtl
