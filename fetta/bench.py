@@ -389,46 +389,17 @@ def bench_search(quick=False, *, out=None):
             "training_k": 1 if quick else 8, "training_seconds": training_seconds}
 
 
-#: Where the stage 2 gain benchmark may live, first found wins: (module, function, printer).
-STAGE2_SOURCES = (("fetta.sim.run", "benchmark_stage2", "print_stage2_benchmark"),
-                  ("fetta.search.stage2", "benchmark_stage2", "print_stage2_benchmark"))
-
-STAGE2_PENDING = ("stage 2 gain: not available in this tree (no benchmark_stage2 in fetta.sim.run "
-                  "or fetta.search.stage2); `fetta bench --only stage2` prints it once it exists")
-
-
-def _stage2_source():
-    import importlib
-    for module_name, name, printer in STAGE2_SOURCES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if hasattr(module, name):
-            return getattr(module, name), getattr(module, printer, None)
-    return None, None
-
-
 def bench_stage2(quick=False, *, out=None):
-    """The ``stage2`` section: the stage 2 gain per benchmark layer from the first function of
-    :data:`STAGE2_SOURCES` present (called with ``quick`` when it takes it)."""
-    import inspect
+    """The ``stage2`` section: the stage 2 gain per benchmark layer
+    (:func:`fetta.search.stage2.benchmark_stage2`; scaled layers with ``quick``)."""
+    from fetta.search.stage2 import benchmark_stage2, print_stage2_benchmark
     out = sys.stdout if out is None else out
-    function, printer = _stage2_source()
-    if function is None:
-        print(STAGE2_PENDING, file=out)
-        return {"available": False}
-    kwargs = {"quick": quick} if "quick" in inspect.signature(function).parameters else {}
     start = time.perf_counter()
-    rows = function(**kwargs)
+    rows = benchmark_stage2(quick=quick)
     seconds = time.perf_counter() - start
-    if printer is not None:
-        printer(rows, file=out)
-    else:
-        for r in rows:
-            print(json.dumps(r, default=str), file=out)
+    print_stage2_benchmark(rows, file=out)
     print(f"stage 2 benchmark: {seconds:.1f} s", file=out)
-    return {"available": True, "rows": rows, "seconds": seconds}
+    return {"rows": rows, "seconds": seconds}
 
 
 def bench_resources(quick=False, *, out=None):

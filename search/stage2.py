@@ -813,7 +813,9 @@ def benchmark_stage2(layers=None, config=BENCH_CONFIG, *, tokens=32, k=4, quick=
     ``flops_macs``, ``flops_cycles``, ``chosen_macs``, ``chosen_cycles``, ``gain``
     (flops / chosen cycles), ``utilization`` (chosen), ``relayouts`` (chosen),
     ``no_shaping_cycles`` (the FLOP-optimal order with explicit re-layout passes),
-    ``sequential_cycles`` (the order written), ``seconds`` (stage 2 of the chosen schedule).
+    ``sequential_cycles`` (the order written), ``seconds`` (stage 2 of the chosen schedule). A
+    layer whose chosen schedule does not fit even one token gets a row of ``layer``, ``format``,
+    ``tokens``, ``error`` (the :exc:`CapacityError` message) and ``seconds`` only.
     ``quick`` takes every layer scaled down (modes up to 4, ranks up to 8, 16 tokens) and ``k = 2``.
     """
     import time
@@ -827,7 +829,13 @@ def benchmark_stage2(layers=None, config=BENCH_CONFIG, *, tokens=32, k=4, quick=
     for layer in layers:
         n = min(tokens, layer.tokens)
         start = time.perf_counter()
-        chosen = plan_training(layer, config, tokens=n, k=k)
+        try:
+            chosen = plan_training(layer, config, tokens=n, k=k)
+        except CapacityError as error:
+            # Nothing else plans either: the row says why, and the table goes on.
+            rows.append({"layer": layer.id, "format": layer.format, "tokens": n,
+                         "error": str(error), "seconds": time.perf_counter() - start})
+            continue
         seconds = time.perf_counter() - start
         others = []
         for kwargs in ({"k": k, "order": "flops"}, {"k": k, "order": "flops", "shaping": False},
@@ -858,7 +866,13 @@ def stage2_table(rows):
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def num(value):
         return "does not fit" if value is None else f"{value:,}"
+    notes = []
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['layer']} | {r['format']} | {r['tokens']} | "
+                         + "does not fit | " * 9 + f"{r['seconds']:.1f} |")
+            notes.append(f"{r['layer']}: {r['error']}")
+            continue
         tokens = f"{r['tokens']}" if r["tiles"] == 1 else f"{r['tiles']} x {r['tokens']}"
         gain = "-" if r["gain"] is None else f"{r['gain']:.2f}x"
         lines.append(
@@ -866,6 +880,8 @@ def stage2_table(rows):
             f"{num(r['flops_cycles'])} | {r['chosen_macs']:,} | {r['chosen_cycles']:,} | "
             f"{gain} | {r['utilization']:.1%} | {r['relayouts']} | "
             f"{num(r['no_shaping_cycles'])} | {num(r['sequential_cycles'])} | {r['seconds']:.1f} |")
+    if notes:
+        lines += [""] + notes
     return "\n".join(lines) + "\n"
 
 

@@ -120,37 +120,37 @@ def test_reduction_resource_table_has_a_row_per_lane_count():
     assert int(cells[4].replace(",", "")) > 0
 
 
-def test_stage2_section_uses_the_first_benchmark_found(monkeypatch):
-    import sys
-    import types
-    module = types.ModuleType("fake_stage2")
-    seen = []
+def _small_b6():
+    from fetta.search.layers import load_layers
+    layer = next(x for x in load_layers() if x.id == "B6")
+    return layer.scaled(tokens=4, max_mode=2, max_rank=2, id="B6")
+
+
+def test_stage2_section_prints_the_benchmark_table(monkeypatch):
+    from fetta.search import stage2
+    real, seen = stage2.benchmark_stage2, []
 
     def benchmark_stage2(quick=False):
         seen.append(quick)
-        return [{"layer": "B1", "gain": 2.5}]
+        return real([_small_b6()], tokens=4, k=1)
 
-    def print_stage2_benchmark(rows, *, file):
-        print(f"printed {len(rows)} rows", file=file)
-
-    module.benchmark_stage2 = benchmark_stage2
-    module.print_stage2_benchmark = print_stage2_benchmark
-    monkeypatch.setitem(sys.modules, "fake_stage2", module)
-    monkeypatch.setattr(bench, "STAGE2_SOURCES", (
-        ("fake_missing_module", "benchmark_stage2", "print_stage2_benchmark"),
-        ("fake_stage2", "benchmark_stage2", "print_stage2_benchmark")))
+    monkeypatch.setattr(stage2, "benchmark_stage2", benchmark_stage2)
     out = io.StringIO()
     result = bench.bench_stage2(quick=True, out=out)
     assert seen == [True]
-    assert result["available"] and result["rows"] == [{"layer": "B1", "gain": 2.5}]
-    assert "printed 1 rows" in out.getvalue()
+    assert [r["layer"] for r in result["rows"]] == ["B6"]
+    assert "| B6 | tt | 4 |" in out.getvalue()
 
 
-def test_stage2_section_says_when_no_benchmark_exists(monkeypatch):
-    monkeypatch.setattr(bench, "STAGE2_SOURCES", (("fake_missing_module", "b", "p"),))
-    out = io.StringIO()
-    assert bench.bench_stage2(out=out) == {"available": False}
-    assert out.getvalue() == bench.STAGE2_PENDING + "\n"
+def test_stage2_benchmark_gives_a_layer_that_does_not_fit_a_row_with_the_reason():
+    from fetta.hw.config import AcceleratorConfig
+    from fetta.search import stage2
+    rows = stage2.benchmark_stage2([_small_b6()], AcceleratorConfig(depth=2), tokens=4, k=1)
+    assert set(rows[0]) == {"layer", "format", "tokens", "error", "seconds"}
+    assert "rows" in rows[0]["error"]
+    table = stage2.stage2_table(rows)
+    assert "| B6 | tt | 4 | " + "does not fit | " * 9 in table
+    assert table.rstrip().endswith("B6: " + rows[0]["error"])
 
 
 def test_a_failing_section_is_reported_and_the_others_still_run():
