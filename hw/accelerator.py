@@ -378,14 +378,17 @@ class Accelerator(wiring.Component):
         cfg_red = Signal(dp.red_bits, reset_less=True)
         keep = Signal(L, reset_less=True)
         write_mask = Signal(L, reset_less=True)
+        dist_cfg = [cfg_a.eq(dist_rp_a.data[:dp.dist_bits]),
+                    cfg_b.eq(dist_rp_b.data[:dp.dist_bits])]
+        red_cfg = [cfg_red.eq(red_rp.data[:dp.red_bits]),
+                   keep.eq(red_rp.data[dp.keep_offset:dp.keep_offset + L]),
+                   write_mask.eq(red_rp.data[dp.write_offset:dp.write_offset + L])]
+        # A small table is read through its entry as long as the step runs: the route indices
+        # come from the instruction register, which holds the STEP until its last row is
+        # written, and the host cannot write a table while the accelerator is busy.
+        m.d.comb += (dist_cfg if dist_small else []) + (red_cfg if red_small else [])
         with m.If(ctl.load):
-            m.d.sync += [
-                cfg_a.eq(dist_rp_a.data[:dp.dist_bits]),
-                cfg_b.eq(dist_rp_b.data[:dp.dist_bits]),
-                cfg_red.eq(red_rp.data[:dp.red_bits]),
-                keep.eq(red_rp.data[dp.keep_offset:dp.keep_offset + L]),
-                write_mask.eq(red_rp.data[dp.write_offset:dp.write_offset + L]),
-            ]
+            m.d.sync += (dist_cfg if not dist_small else []) + (red_cfg if not red_small else [])
         step = ctl.step
         issue = ctl.issue
 
