@@ -7,7 +7,8 @@ import pytest
 
 from fetta.boards.build import build_board, format_report, parse_report
 from fetta.boards.cli import register
-from fetta.boards.platforms import BOARDS, BoardTop, ecp5_pll
+from fetta.boards.platforms import BOARDS, ICEBREAKER_CONFIG, BoardTop, ecp5_pll
+from fetta.hw.config import AcceleratorConfig
 
 # Board tops built here only to check their parameters are never elaborated.
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -110,17 +111,31 @@ def test_cli_registers_build():
         parser.parse_args(["build", "--board", "arty"])
 
 
+def test_icebreaker_carries_its_reduced_accelerator():
+    """The board's default target is the accelerator with ICEBREAKER_CONFIG; the example stays."""
+    top = BoardTop(board=BOARDS["icebreaker"])
+    assert top.target == "accelerator"
+    assert top.config == AcceleratorConfig(**ICEBREAKER_CONFIG)
+    assert BoardTop(board=BOARDS["icebreaker"], target="example").target == "example"
+    del top
+    gc.collect()
+
+
 @pytest.mark.rtl
 def test_icebreaker_bitstream(tmp_path):
-    """CI builds the small board's bitstream: synthesis, place and route, packing, report."""
+    """CI builds the small board's bitstream, the reduced accelerator behind the link: synthesis,
+    place and route, packing, report. The design fills about 99 % of the logic cells."""
     report = build_board("icebreaker", build_dir=tmp_path)
     bitstream = tmp_path / "top.bin"
     # An iCE40UP5K configuration image is about 104 kB.
     assert 100_000 < bitstream.stat().st_size < 110_000
+    assert report["target"] == "accelerator"
+    assert report["config"] == AcceleratorConfig(**ICEBREAKER_CONFIG).to_dict()
     r = report["resources"]
     assert r["timing_met"] and [c["required_mhz"] for c in r["clocks"].values()] == [12.0]
-    # The example target's 256-word memory sits in block RAM, not in logic.
-    assert r["brams"]["used"] >= 2
-    assert 0 < r["logic_cells"]["used"] < r["logic_cells"]["available"]
+    # Program memory (two read ports of 64 bits) and the scratchpad (3 regions of 32-bit rows)
+    # sit in block RAM; the four CE multipliers in SB_MAC16.
+    assert r["brams"]["used"] >= 8 + 6 and r["dsps"]["used"] >= 4
+    assert 0 < r["logic_cells"]["used"] <= r["logic_cells"]["available"]
     assert json.loads((tmp_path / "report.json").read_text()) == report
     assert (tmp_path / "report.txt").read_text() == format_report(report)

@@ -243,12 +243,12 @@ async def contraction_over_link(dut):
     rng = np.random.default_rng(p["seed"])
     port = await _start(dut, p)
     shift = 2
-    a, b, c = choose_layouts(("ik", (8, 6)), ("kj", (6, 4)), ("ij", (8, 4)), config)
+    a, b, c = choose_layouts(("ik", (4, 12)), ("kj", (12, 4)), ("ij", (4, 4)), config)
     program = map_contraction(a, b, c, config, shift=shift)
-    # Operands of at most 64 in magnitude: sums of 6 products stay within the 16-bit
-    # accumulators of this configuration, so no seed saturates.
-    A = rng.integers(-64, 64, (8, 6))
-    B = rng.integers(-64, 64, (6, 4))
+    # Operands of at most 48 in magnitude: sums of 12 products (at most 27648) stay within the
+    # 16-bit accumulators of this configuration, so no seed saturates.
+    A = rng.integers(-48, 48, (4, 12))
+    B = rng.integers(-48, 48, (12, 4))
     exact = np.einsum("ik,kj->ij", A.astype(np.int64), B.astype(np.int64))
     want = requantize(exact, shift, config.width, acc_width=config.sum_width)[0]
 
