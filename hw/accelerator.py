@@ -283,7 +283,8 @@ class Accelerator(wiring.Component):
     docs/architecture.md; cycle counts are :class:`Timing`'s, which the model uses too.
 
     The host reaches CSRs and memory windows through ``host`` (docs/isa.md, "Host register map");
-    every access takes two cycles (request, then ``ack``).
+    every access takes three cycles (request, wait, ``ack``); a ``CTRL`` write acts in the
+    cycle after its request.
 
     Parameters
     ----------
@@ -435,13 +436,18 @@ class Accelerator(wiring.Component):
 
         # Host bus.
         bus = self.host
-        pending = Signal()
+        # An access takes three cycles: the request (decode, write, CSR value); a wait, in which
+        # a block RAM's word is registered; the ack, which returns it or the scratchpad's word
+        # (that memory has a register of its own). No path runs from a block RAM's output to the
+        # host port.
+        waiting = Signal()
+        acking = Signal()
         ack_err = Signal()
         ack_data = Signal(32)
         source = Signal(3)        # what the ack cycle returns: 0 register, 1 program, 2/3 routes, 4 scratchpad
         part = Signal(range(max(dp.red_words, dp.dist_words, 2)))
         lane = Signal(range(L))
-        request = (bus.r_en | bus.w_en) & ~pending
+        request = (bus.r_en | bus.w_en) & ~waiting & ~acking
         word = bus.addr
         byte_bases = {name: WINDOWS[name][0] >> 2 for name in WINDOWS}
 
@@ -463,8 +469,9 @@ class Accelerator(wiring.Component):
 
         seed = Signal(32)
         entry = Signal(16)
-        start = Signal()
+        start = Signal()          # registered: a CTRL write acts in the cycle after its request
         clear = Signal()
+        m.d.sync += [start.eq(0), clear.eq(0)]
         m.d.comb += [ctl.start.eq(start), ctl.clear.eq(clear), ctl.entry.eq(entry),
                      ces.clear.eq(clear), rq.clear.eq(clear), rq.seed.eq(seed),
                      rq.seed_load.eq(start & ~ctl.busy & ~ctl.error)]
@@ -554,7 +561,7 @@ class Accelerator(wiring.Component):
                 ack_value = Mux(in_dist, dist_host_rp.data.word_select(dist_part, 32), ack_value)
             if red_small:
                 ack_value = Mux(in_red, red_host_rp.data.word_select(red_part, 32), ack_value)
-            m.d.sync += [pending.eq(1), lane.eq(spad_lane), ack_data.eq(ack_value)]
+            m.d.sync += [waiting.eq(1), lane.eq(spad_lane), ack_data.eq(ack_value)]
             m.d.sync += ack_err.eq(
                 ~(in_csr | memory_access)
                 | (in_csr & ~csr_known)
@@ -575,25 +582,31 @@ class Accelerator(wiring.Component):
             with m.If(bus.w_en & in_csr & full_mask):
                 with m.Switch(csr_off):
                     with m.Case(CSR["CTRL"][0] >> 2):
-                        m.d.comb += [start.eq(bus.w_data[0]), clear.eq(bus.w_data[1])]
+                        m.d.sync += [start.eq(bus.w_data[0]), clear.eq(bus.w_data[1])]
                     with m.Case(CSR["ENTRY"][0] >> 2):
                         m.d.sync += entry.eq(bus.w_data)
                     with m.Case(CSR["SEED"][0] >> 2):
                         m.d.sync += seed.eq(bus.w_data)
-        with m.If(pending):
-            m.d.sync += pending.eq(0)
-            m.d.comb += [bus.ack.eq(1), bus.err.eq(ack_err)]
+        # The block RAMs' host read ports are registered right at their outputs (the scratchpad
+        # has its own register); the ack cycle selects the word from those registers.
+        ports = {1: prog_host_rp}
+        if not dist_small:
+            ports[2] = dist_host_rp
+        if not red_small:
+            ports[3] = red_host_rp
+        held = {}
+        for k, port in ports.items():
+            held[k] = Signal.like(port.data, name=f"host_read_{k}", reset_less=True)
+            m.d.sync += held[k].eq(port.data)
+        with m.If(waiting):
+            m.d.sync += [waiting.eq(0), acking.eq(1)]
+        with m.If(acking):
+            m.d.sync += acking.eq(0)
+            m.d.comb += [bus.ack.eq(1), bus.err.eq(ack_err), bus.r_data.eq(ack_data)]
             with m.Switch(source):
-                with m.Case(0):
-                    m.d.comb += bus.r_data.eq(ack_data)
-                with m.Case(1):
-                    m.d.comb += bus.r_data.eq(prog_host_rp.data.word_select(part, 32))
-                with m.Case(2):
-                    m.d.comb += bus.r_data.eq(
-                        ack_data if dist_small else dist_host_rp.data.word_select(part, 32))
-                with m.Case(3):
-                    m.d.comb += bus.r_data.eq(
-                        ack_data if red_small else red_host_rp.data.word_select(part, 32))
+                for k, value in held.items():
+                    with m.Case(k):
+                        m.d.comb += bus.r_data.eq(value.word_select(part, 32))
                 with m.Case(4):
                     word_value = spad.read_a.data.as_value().word_select(lane, W).as_signed()
                     m.d.comb += bus.r_data.eq(word_value)

@@ -17,9 +17,12 @@ class Scratchpad(wiring.Component):
     region is read by ``read_b`` if ``read_b.region`` selects it, else by ``read_a``; reading the
     same region through both ports is not supported (``read_a`` then sees ``read_b``'s row).
 
-    Latency: a read returns the row ``latency`` (1) cycle after its address; a write lands at the
-    end of the cycle it is presented in. Throughput: one row per port per cycle. A read of a row
-    written in the same cycle returns the old contents. Addresses wrap at ``depth``; a region
+    Latency: a read returns the row ``latency`` (2) cycles after its address: the memory's read,
+    then a register on each region's output (the block RAM's output register where the FPGA can
+    pack it; a block RAM's clock-to-output leaves little of a 100 MHz cycle for logic after it),
+    then the region select. A write lands at the end of the cycle it is presented in.
+    Throughput: one row per port per cycle. A read returns the row as it was before any write in
+    the cycle of its address. Addresses wrap at ``depth``; a region
     number beyond ``regions`` reads the last region and writes nothing.
 
     Parameters
@@ -41,7 +44,7 @@ class Scratchpad(wiring.Component):
         Write port: ``mask`` bit l enables word l.
     """
 
-    latency = 1
+    latency = 2
 
     def __init__(self, *, regions, lanes, depth, width):
         for name, value, ok in (("Region count", regions, isinstance(regions, int) and 1 <= regions <= 8),
@@ -86,7 +89,10 @@ class Scratchpad(wiring.Component):
         row = data.ArrayLayout(unsigned(self._width), self._lanes)
         region_a = Signal(3, name="region_a_q")
         region_b = Signal(3, name="region_b_q")
-        m.d.sync += [region_a.eq(self.read_a.region), region_b.eq(self.read_b.region)]
+        region_a_2 = Signal(3, name="region_a_q2")
+        region_b_2 = Signal(3, name="region_b_q2")
+        m.d.sync += [region_a.eq(self.read_a.region), region_b.eq(self.read_b.region),
+                     region_a_2.eq(region_a), region_b_2.eq(region_b)]
         data_out = []
         for r in range(self._regions):
             mem = Memory(shape=row, depth=self._depth, init=[])
@@ -102,12 +108,14 @@ class Scratchpad(wiring.Component):
             ]
             with m.If(self.write.en & (self.write.region == r)):
                 m.d.comb += wp.en.eq(self.write.mask)
-            data_out.append(rp.data)
+            out = Signal.like(rp.data, name=f"region_{r}_out", reset_less=True)
+            m.d.sync += out.eq(rp.data)
+            data_out.append(out)
         # Region numbers beyond the last read the last region.
         m.d.comb += [self.read_a.data.eq(data_out[-1]), self.read_b.data.eq(data_out[-1])]
         for r in range(self._regions - 1):
-            with m.If(region_a == r):
+            with m.If(region_a_2 == r):
                 m.d.comb += self.read_a.data.eq(data_out[r])
-            with m.If(region_b == r):
+            with m.If(region_b_2 == r):
                 m.d.comb += self.read_b.data.eq(data_out[r])
         return m
