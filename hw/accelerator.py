@@ -10,7 +10,7 @@ import functools
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -393,14 +393,16 @@ class Accelerator(wiring.Component):
         step = ctl.step
         issue = ctl.issue
 
-        # Memory read (1 cycle) -> distribution networks.
+        # Memory read (Scratchpad.latency) -> distribution networks.
         valid_1 = _delay(m, issue.valid, Scratchpad.latency, "valid")
         m.d.comb += [
             dist_a.i.valid.eq(valid_1),
             dist_a.i.payload.data.eq(spad.read_a.data),
             dist_a.i.payload.config.eq(cfg_a),
             dist_b.i.valid.eq(valid_1),
-            dist_b.i.payload.data.eq(spad.read_b.data),
+            # A step with b_one multiplies by ones: they enter B's network (every lane it
+            # outputs is a 1 then, whatever the route), far from the multipliers' timing.
+            dist_b.i.payload.data.eq(Mux(step.b_one, Cat(*[Const(1, W)] * L), spad.read_b.data)),
             dist_b.i.payload.config.eq(cfg_b),
         ]
         # Distribution -> CE array.
@@ -413,7 +415,7 @@ class Accelerator(wiring.Component):
         for l in range(L):
             m.d.comb += [
                 ces.i.payload.a[l].eq(dist_a.o.payload[l]),
-                ces.i.payload.b[l].eq(Mux(step.b_one, 1, dist_b.o.payload[l])),
+                ces.i.payload.b[l].eq(dist_b.o.payload[l]),
             ]
         # CE array (at the end of a sweep) -> reduction network -> requantizer.
         to_red = to_ce + ces.latency

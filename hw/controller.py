@@ -84,7 +84,7 @@ class Controller(wiring.Component):
         Route-table indices of the decoded STEP (valid from DECODE; the tables' data is read in
         CHECK).
     load : ``Out(1)``
-        High in CHECK for a step that passed it: latch the route configurations.
+        High in CHECK: latch the route configurations.
     step : ``Out(step_layout())``
     issue : ``Out(issue_layout(row_bits))``
     overflow : ``In(1)``
@@ -239,43 +239,60 @@ class Controller(wiring.Component):
             self.issue.addr_c.eq(addr["c"][0]),
         ]
 
-        def fail(cause):
-            m.d.sync += [self.error.eq(1), self.done.eq(1), self.cause.eq(cause),
-                         self.err_pc.eq(self.pc)]
+        # The cause a failure in the current state would have, and the pc, are registered every
+        # cycle until an error freezes them; CAUSE and ERR_PC show them only while ``error`` is
+        # set. So a failure decides two flags and the state, and nothing wider.
+        state_cause = Signal(Cause)
+        cause_q = Signal(Cause)
+        err_pc_q = Signal(17)
+        with m.If(~self.error):
+            m.d.sync += [cause_q.eq(state_cause), err_pc_q.eq(self.pc)]
+        m.d.comb += [
+            self.cause.eq(Mux(self.error, cause_q, Cause.NONE)),
+            self.err_pc.eq(Mux(self.error, err_pc_q, 0)),
+        ]
+
+        def can_fail(cause):
+            """The cause of any failure in this state (called at the top of the state)."""
+            m.d.comb += state_cause.eq(cause)
+
+        def fail():
+            m.d.sync += [self.error.eq(1), self.done.eq(1), self.busy.eq(0)]
             m.next = "IDLE"
 
         with m.If(self.clear):
-            m.d.sync += [self.error.eq(0), self.done.eq(0), self.cause.eq(Cause.NONE),
-                         self.err_pc.eq(0)]
+            m.d.sync += [self.error.eq(0), self.done.eq(0)]
 
         with m.FSM(name="state") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start & ~self.error):
                     m.d.sync += [
-                        self.pc.eq(self.entry), self.done.eq(0),
+                        self.pc.eq(self.entry), self.done.eq(0), self.busy.eq(1),
                         self.cycles.eq(0), self.busy_cycles.eq(0), self.macs.eq(0),
                         self.stalls.eq(0),
                     ]
                     m.next = "FETCH"
             with m.State("FETCH"):
+                can_fail(Cause.ADDRESS)
                 with m.If(self.pc >= c.prog_depth):
-                    fail(Cause.ADDRESS)
+                    fail()
                 with m.Else():
                     m.next = "READ"
             with m.State("READ"):
                 m.d.sync += ir.eq(self.prog_data)
                 m.next = "DECODE"
             with m.State("DECODE"):
+                can_fail(Cause.ILLEGAL)
                 with m.Switch(opcode):
                     with m.Case(Opcode.NOP):
                         m.d.sync += self.pc.eq(self.pc + 1)
                         m.next = "FETCH"
                     with m.Case(Opcode.HALT):
-                        m.d.sync += self.done.eq(1)
+                        m.d.sync += [self.done.eq(1), self.busy.eq(0)]
                         m.next = "IDLE"
                     with m.Case(Opcode.LOOP):
                         with m.If(loop_illegal):
-                            fail(Cause.ILLEGAL)
+                            fail()
                         with m.Else():
                             for k in range(N):
                                 with m.If(loop_w.level == k):
@@ -290,7 +307,7 @@ class Controller(wiring.Component):
                             m.next = "FETCH"
                     with m.Case(Opcode.BASE):
                         with m.If(base_illegal):
-                            fail(Cause.ILLEGAL)
+                            fail()
                         with m.Else():
                             for op in _OPERANDS:
                                 m.d.sync += [
@@ -314,16 +331,18 @@ class Controller(wiring.Component):
                         ]
                         m.next = "SUM"
                     with m.Default():
-                        fail(Cause.ILLEGAL)
+                        fail()
             with m.State("SUM"):
+                can_fail(Cause.ILLEGAL)
                 for key, regs in terms.items():
                     if len(regs) > 1:
                         m.d.sync += sums[key].eq(_tree_sum(regs))
                 with m.If(step_bad):
-                    fail(Cause.ILLEGAL)
+                    fail()
                 with m.Else():
                     m.next = "CHECK"
             with m.State("CHECK"):
+                can_fail(Cause.ADDRESS)
                 # The loop nest starts whatever the check decides (it runs only in ISSUE), so
                 # the decision drives the state and the error registers alone.
                 for k in range(N):
@@ -334,9 +353,8 @@ class Controller(wiring.Component):
                     for op in _OPERANDS:
                         m.d.sync += addr[op][k].eq(base[op])
                 with m.If(step_out_of_range):
-                    fail(Cause.ADDRESS)
+                    fail()
                 with m.Else():
-                    m.d.comb += self.load.eq(1)
                     m.next = "ISSUE"
             with m.State("ISSUE"):
                 with m.If(final):
@@ -354,9 +372,10 @@ class Controller(wiring.Component):
                             for op in _OPERANDS:
                                 m.d.sync += addr[op][k].eq(nxt[op])
             with m.State("DRAIN"):
+                can_fail(Cause.SATURATION)
                 with m.If(drain_left == 0):
                     with m.If(self.overflow):
-                        fail(Cause.SATURATION)
+                        fail()
                     with m.Else():
                         m.d.sync += self.pc.eq(self.pc + 1)
                         m.next = "FETCH"
@@ -365,10 +384,14 @@ class Controller(wiring.Component):
 
         issuing = fsm.ongoing("ISSUE")
         m.d.comb += [
-            self.busy.eq(~fsm.ongoing("IDLE")),
+            # Route configurations are latched in CHECK whether or not the step passes (nothing
+            # runs on them after a failure): the check's outcome drives no wide enable.
+            self.load.eq(fsm.ongoing("CHECK")),
             self.issue.valid.eq(issuing),
         ]
-        with m.If(~fsm.ongoing("IDLE")):
+        # busy is a register (set by start, cleared with every return to IDLE), not a decode of
+        # the state: it selects the scratchpad's addresses.
+        with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         with m.If(issuing):
             m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)

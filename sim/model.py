@@ -247,6 +247,7 @@ class Machine:
         levels, red, b_one = f["levels"], f["red"], bool(f["b_one"])
         if not self._address_ranges_ok(levels, red, b_one):
             k.cycles += t.step_setup - t.instr     # the check ends the setup
+            k.stalls += 1                           # its cycle counts as the load
             return self._fail(Cause.ADDRESS)
         L = c.lanes
         n = int(np.prod(self.count[:levels], dtype=object))
