@@ -134,7 +134,7 @@ def _optimal_forward(layer):
 
 
 def _line(say, name, rep):
-    good = rep.match and rep.cycles == rep.predicted
+    good = rep.match and rep.cycles_match
     say(f"  {name}: {'match' if rep.match else 'MISMATCH'} ({len(rep.checked)} tensors checked: "
         f"output, gradients, intermediates); {rep.cycles:,} cycles measured, "
         f"{rep.predicted:,} predicted; utilization {rep.utilization:.1%}")

@@ -175,3 +175,17 @@ def test_demo_on_the_model(tmp_path):
     assert (tmp_path / "fetta_accelerator.v").exists()
     with pytest.raises(ValueError, match="layer must be one of B1, .*, not 'B0'"):
         demo(layer_id="B0", rtl=False, output=tmp_path, file=out)
+
+
+def test_narrow_counters_wrap_and_still_match_the_prediction(seed):
+    """With 16-bit counters a step of more than 65,536 cycles reads back wrapped: the report
+    compares each tile modulo the counter width, and says so."""
+    from fetta.search.stage2 import BENCH_CONFIG
+    layer = LAYERS["B8"].scaled(tokens=16, max_mode=4, max_rank=8)
+    config = AcceleratorConfig.from_dict({**BENCH_CONFIG.to_dict(), "counter_width": 16})
+    compiled = compile_layer(layer, config, k=1)
+    assert compiled.plan.tiles == 1 and compiled.cycles > 1 << 16
+    report = run_training(compiled, seed=seed)
+    assert report.match, (report.mismatches, report.errors)
+    assert report.cycles == compiled.cycles % (1 << 16) != report.predicted
+    assert report.cycles_match
