@@ -305,7 +305,7 @@ CSR = {
     "BUSY_HI": (0x6C, "ro", "high word"),
     "MACS_LO": (0x70, "ro", "multiply-accumulates issued (L per beat of a STEP with b_one = 0)"),
     "MACS_HI": (0x74, "ro", "high word"),
-    "STALLS_LO": (0x78, "ro", "cycles of a running STEP without a beat issued (configuration load and drain)"),
+    "STALLS_LO": (0x78, "ro", "cycles of a running STEP without a beat issued (configuration load, also of a STEP its range check rejects, and drain)"),
     "STALLS_HI": (0x7C, "ro", "high word"),
 }
 
