@@ -9,7 +9,8 @@ frequency and the start and end of its critical path. Used by nothing else in th
     python -m fetta.boards.timing controller build/timing/controller
 
 with the components of the default configuration: ``controller``, ``ce_array``, ``requantizer``,
-``distribution``, ``reduction``.
+``distribution``, ``reduction``, and ``accelerator`` (the whole accelerator without its host port
+and link; a third argument sets the lane count, e.g. 8, for a quicker build).
 """
 
 import re
@@ -90,12 +91,12 @@ def component_timing(component, build_dir, *, freq=100, timeout=120):
     return {"fmax": fmax, "source": source, "sink": sink}
 
 
-def _components():
-    from ..hw.accelerator import Datapath, Timing
+def _components(lanes=None):
+    from ..hw.accelerator import Accelerator, Datapath, Timing
     from ..hw.ce_array import CEArray
     from ..hw.config import AcceleratorConfig
     from ..hw.controller import Controller
-    c = AcceleratorConfig()
+    c = AcceleratorConfig() if lanes is None else AcceleratorConfig(lanes=lanes)
     dp = Datapath(c)
     return {
         "controller": lambda: Controller(config=c, timing=Timing.from_datapath(dp)),
@@ -103,9 +104,12 @@ def _components():
         "requantizer": dp.requantizer,
         "distribution": dp.distribution,
         "reduction": dp.reduction,
+        "accelerator": lambda: Accelerator(c),
     }
 
 
 if __name__ == "__main__":
+    # python -m fetta.boards.timing NAME BUILD_DIR [LANES]
     name, build_dir = sys.argv[1], sys.argv[2]
-    print(name, component_timing(_components()[name](), build_dir))
+    lanes = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    print(name, component_timing(_components(lanes)[name](), build_dir, timeout=3600))
