@@ -139,3 +139,30 @@ def test_icebreaker_bitstream(tmp_path):
     assert 0 < r["logic_cells"]["used"] <= r["logic_cells"]["available"]
     assert json.loads((tmp_path / "report.json").read_text()) == report
     assert (tmp_path / "report.txt").read_text() == format_report(report)
+
+
+def test_out_of_context_log_parsing_and_wrapper():
+    """The figures boards/timing.py reports come from the last report of a nextpnr log; the
+    wrapper registers every non-constant port of the component."""
+    from fetta.boards.timing import RegisteredWrapper, parse_critical_path
+    from fetta.hw.ce import ContractionEngine
+    log = "\n".join([
+        "Info: Max frequency for clock 'clk': 61.00 MHz (FAIL at 100.00 MHz)",
+        "Info: Critical path report for clock 'clk' (posedge -> posedge):",
+        "Info:   clk-to-q  0.52  0.52 Source early.Q",
+        "Info:",
+        "Info: Max frequency for clock 'clk': 104.61 MHz (PASS at 100.00 MHz)",
+        "Info: Critical path report for clock 'clk' (posedge -> posedge):",
+        "Info:   clk-to-q  0.52  0.52 Source dut.ir_TRELLIS_FF_Q_2.Q",
+        "Info:    routing  0.90  1.42 Net dut.ir[41] (1,1) -> (2,2)",
+        "Info:                          Sink dut.x_LUT4_Z.A",
+        "Info:      logic  0.24  1.66 Source dut.x_LUT4_Z.F",
+        "Info:                          Sink dut.cause_TRELLIS_FF_Q_2.M",
+        "Info:",
+        "Info: Max delay <async> -> posedge clk: 0.96 ns",
+    ])
+    assert parse_critical_path(log) == (104.61, "dut.ir_TRELLIS_FF_Q_2.Q", "dut.cause_TRELLIS_FF_Q_2.M")
+    assert parse_critical_path("no report") == (None, None, None)
+    wrapper = RegisteredWrapper(ContractionEngine(width=8, acc_width=20))
+    # i.valid, i.payload (a, b, first), acc, overflow, clear: the stream's ready is constant.
+    assert sorted(len(p) for p in wrapper.ports) == [1, 1, 1, 17, 20]
