@@ -167,9 +167,7 @@ def build_board(board, *, build_dir=None, clk_freq=None, baud=115200, target=Non
     try:
         family = "ecp5" if spec.pll else "ice40"
         # Multipliers go to the iCE40's SB_MAC16 only when asked (synth_ecp5 maps to DSPs anyway).
-        # synth_ecp5's default ABC9 mapping stopped on an internal assertion (abc_ops_reintegrate)
-        # for the default configuration's board top with YoWASP Yosys 0.70; classic ABC maps it.
-        options = {"synth_opts": "-dsp" if family == "ice40" else "-noabc9"}
+        options = {"synth_opts": "-dsp"} if family == "ice40" else {}
         try:
             # Paths stay relative: the WebAssembly tools see only the build folder.
             platform.build(top, name="top", build_dir=str(build_dir), do_program=False,
