@@ -277,9 +277,10 @@ class Accelerator(wiring.Component):
     """The accelerator: host bus, program memory, route tables, controller and datapath.
 
     Datapath, beat by beat: the controller issues row addresses (cycle t); the scratchpad returns
-    the A and B rows (t+1) into the two distribution networks; their outputs enter the CE array
-    (t+1+D); at the end of a sweep the accumulators enter the reduction network (t+2+D), its sums
-    the requantizer (t+2+D+R), whose rows are written, masked, to region C (t+2+D+R+Q). See
+    the A and B rows (t+S, S = ``Scratchpad.latency``) into the two distribution networks; their
+    outputs enter the CE array (t+S+D); at the end of a sweep the accumulators enter the reduction
+    network (t+S+D+C), its sums the requantizer (t+S+D+C+R), whose rows are written, masked, to
+    region C (t+S+D+C+R+Q). See
     docs/architecture.md; cycle counts are :class:`Timing`'s, which the model uses too.
 
     The host reaches CSRs and memory windows through ``host`` (docs/isa.md, "Host register map");
