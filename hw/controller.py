@@ -157,6 +157,9 @@ class Controller(wiring.Component):
         ]
 
         # LOOP: legality; the extents are multiplied out in the next cycle, from registers.
+        # The instruction register still holds the LOOP then, but multiplying from these
+        # copies keeps its fan-out down: from it directly, the controller measured 108.7 MHz
+        # out of context instead of 118.9.
         loop_illegal = (loop_w.count == 0) | (loop_w.level >= N)
         mul_pending = Signal()
         mul_level = Signal(range(max(N, 2)))
