@@ -172,7 +172,7 @@ def build_board(board, *, build_dir=None, clk_freq=None, baud=115200, target=Non
             # Paths stay relative: the WebAssembly tools see only the build folder.
             platform.build(top, name="top", build_dir=str(build_dir), do_program=False,
                            nextpnr_opts=(f"--report top.report.json --timing-allow-fail --seed {seed}"
-                                         " --router router2"),  # far faster on large designs
+                                         ""),
                            **options)
         except subprocess.CalledProcessError as e:
             raise RuntimeError(f"{board} build failed: {_first_error(build_dir)}") from e

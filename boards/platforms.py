@@ -6,9 +6,9 @@ clocked from a PLL) and the iCEBreaker with an iCE40UP5K (a small design at the 
 
 import dataclasses
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
 from amaranth.lib import io
-from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.cdc import FFSynchronizer
 
 from ..hw.uart import uart_divisor
 from .top import LinkTop, make_target
@@ -181,8 +181,11 @@ class BoardTop(Elaboratable):
                 i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0)
             # nextpnr derives the output's constraint from the 25 MHz input and the dividers.
             m.d.comb += ClockSignal("sync").eq(clk)
-            # Hold the design in reset until the PLL has locked.
-            m.submodules.reset = ResetSynchronizer(~locked, domain="sync")
+            # Hold the design in reset until the PLL has locked, with a synchronous reset: the
+            # flip-flops start as 1 after configuration and follow the lock flag on the PLL's
+            # clock (asynchronous-reset flip-flops here stopped Yosys's ABC9 mapping, 0.65-0.70,
+            # on an internal assertion).
+            m.submodules.reset = FFSynchronizer(~locked, ResetSignal("sync"), init=1)
         else:
             m.d.comb += locked.eq(1)
 

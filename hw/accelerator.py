@@ -380,11 +380,22 @@ class Accelerator(wiring.Component):
         cfg_red = Signal(dp.red_bits, reset_less=True)
         keep = Signal(L, reset_less=True)
         write_mask = Signal(L, reset_less=True)
-        dist_cfg = [cfg_a.eq(dist_rp_a.data[:dp.dist_bits]),
-                    cfg_b.eq(dist_rp_b.data[:dp.dist_bits])]
-        red_cfg = [cfg_red.eq(red_rp.data[:dp.red_bits]),
-                   keep.eq(red_rp.data[dp.keep_offset:dp.keep_offset + L]),
-                   write_mask.eq(red_rp.data[dp.write_offset:dp.write_offset + L])]
+        def at_memory(port, name, registered):
+            """A route table's read data, registered right at the block RAM when it is one: the
+            entry is addressed from DECODE, so the register holds it in CHECK, when it loads."""
+            if not registered:
+                return port.data
+            held = Signal.like(port.data, name=name, reset_less=True)
+            m.d.sync += held.eq(port.data)
+            return held
+
+        dist_a_data = at_memory(dist_rp_a, "dist_route_a", not dist_small)
+        dist_b_data = at_memory(dist_rp_b, "dist_route_b", not dist_small)
+        red_data = at_memory(red_rp, "red_route", not red_small)
+        dist_cfg = [cfg_a.eq(dist_a_data[:dp.dist_bits]), cfg_b.eq(dist_b_data[:dp.dist_bits])]
+        red_cfg = [cfg_red.eq(red_data[:dp.red_bits]),
+                   keep.eq(red_data[dp.keep_offset:dp.keep_offset + L]),
+                   write_mask.eq(red_data[dp.write_offset:dp.write_offset + L])]
         # A small table is read through its entry as long as the step runs: the route indices
         # come from the instruction register, which holds the STEP until its last row is
         # written, and the host cannot write a table while the accelerator is busy.

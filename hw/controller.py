@@ -216,13 +216,17 @@ class Controller(wiring.Component):
             out_of_range.append(bad & ~b_one if op == "b" else bad)
         step_out_of_range = Cat(*out_of_range).any()
 
-        # The loop nest (ISSUE), from registered flags.
+        # The loop nest (ISSUE). Which levels take their next value in a beat (``move``) and
+        # which one counts up (``carry``, one-hot) are decided a cycle ahead from the flags'
+        # next values and registered, as is ``final``: the enables of the address registers,
+        # which sit by the scratchpad's ports across the chip, come straight from flip-flops.
+        # ``loading`` is high in CHECK (a register, not a decode of the state), and so is the
+        # datapath's ``load`` of the route configurations.
+        loading = Signal()
+        move = [Signal(name=f"move_{k}") for k in range(N)]
+        carry = [Signal(name=f"carry_{k}") for k in range(N)]
+        final = Signal()
         at_last = [~active[k] | at_end[k] for k in range(N)]
-        below = [Const(1)]
-        for k in range(N):
-            below.append(below[-1] & at_last[k])
-        final = below[N]
-        inc = [below[k] & ~at_last[k] for k in range(N)]
         first = Cat(*[~in_red[k] | at_start[k] for k in range(N)]).all()
         last_beat = Cat(*[~in_red[k] | at_last[k] for k in range(N)]).all()
         nxt = {}
@@ -230,9 +234,16 @@ class Controller(wiring.Component):
             value = Const(0, signed(addr_width))
             for k in range(N):
                 s = Mux(in_red[k], 0, stride[op][k]) if op == "c" else stride[op][k]
-                value = Mux(inc[k], addr[op][k] + s, value)
+                value = Mux(carry[k], addr[op][k] + s, value)
             nxt[op] = Signal(signed(addr_width), name=f"next_{op}")
             m.d.comb += nxt[op].eq(value)
+        for k in range(N):
+            with m.If(loading):
+                for op in _OPERANDS:
+                    m.d.sync += addr[op][k].eq(base[op])
+            with m.Elif(move[k]):
+                for op in _OPERANDS:
+                    m.d.sync += addr[op][k].eq(nxt[op])
 
         m.d.comb += [
             self.issue.first.eq(first),
@@ -349,12 +360,7 @@ class Controller(wiring.Component):
                 # The loop nest starts whatever the check decides (it runs only in ISSUE), so
                 # the decision drives the state and the error registers alone.
                 for k in range(N):
-                    m.d.sync += [
-                        ctr[k].eq(0), at_start[k].eq(1), at_end[k].eq(last[k] == 0),
-                        active[k].eq(levels > k), in_red[k].eq(red > k),
-                    ]
-                    for op in _OPERANDS:
-                        m.d.sync += addr[op][k].eq(base[op])
+                    m.d.sync += [active[k].eq(levels > k), in_red[k].eq(red > k)]
                 with m.If(step_out_of_range):
                     fail()
                 with m.Else():
@@ -363,17 +369,6 @@ class Controller(wiring.Component):
                 with m.If(final):
                     m.d.sync += drain_left.eq(t.drain - 1)
                     m.next = "DRAIN"
-                with m.Else():
-                    for k in range(N):
-                        with m.If(below[k]):
-                            with m.If(inc[k]):
-                                m.d.sync += [ctr[k].eq(ctr[k] + 1), at_start[k].eq(0),
-                                             at_end[k].eq(ctr[k] + 1 == last[k])]
-                            with m.Else():
-                                m.d.sync += [ctr[k].eq(0), at_start[k].eq(1),
-                                             at_end[k].eq(last[k] == 0)]
-                            for op in _OPERANDS:
-                                m.d.sync += addr[op][k].eq(nxt[op])
             with m.State("DRAIN"):
                 can_fail(Cause.SATURATION)
                 with m.If(drain_left == 0):
@@ -386,10 +381,39 @@ class Controller(wiring.Component):
                     m.d.sync += drain_left.eq(drain_left - 1)
 
         issuing = fsm.ongoing("ISSUE")
+        m.d.sync += loading.eq(fsm.ongoing("SUM") & ~step_bad)
+        # The flags' next values (CHECK starts the nest; a beat moves the levels in ``move``).
+        # The nest starts whatever CHECK decides: after a failure it moves once in IDLE, which
+        # nothing reads, and the next CHECK starts it again.
+        at_end_next = []
+        for k in range(N):
+            ctr_next, at_start_next, end_next = Signal.like(ctr[k]), Signal(), Signal()
+            m.d.comb += [ctr_next.eq(ctr[k]), at_start_next.eq(at_start[k]),
+                         end_next.eq(at_end[k])]
+            with m.If(loading | (move[k] & ~carry[k])):
+                m.d.comb += [ctr_next.eq(0), at_start_next.eq(1), end_next.eq(last[k] == 0)]
+            with m.Elif(move[k]):
+                m.d.comb += [ctr_next.eq(ctr[k] + 1), at_start_next.eq(0),
+                             end_next.eq(ctr[k] + 1 == last[k])]
+            m.d.sync += [ctr[k].eq(ctr_next), at_start[k].eq(at_start_next),
+                         at_end[k].eq(end_next)]
+            at_end_next.append(end_next)
+        active_next = [Mux(loading, levels > k, active[k]) for k in range(N)]
+        at_last_next = [~active_next[k] | at_end_next[k] for k in range(N)]
+        below_next = [Const(1)]
+        for k in range(N):
+            below_next.append(below_next[-1] & at_last_next[k])
+        issue_next = loading | (issuing & ~final)
+        m.d.sync += final.eq(below_next[N])
+        for k in range(N):
+            m.d.sync += [
+                move[k].eq(issue_next & below_next[k] & ~below_next[N]),
+                carry[k].eq(below_next[k] & ~at_last_next[k]),
+            ]
         m.d.comb += [
             # Route configurations are latched in CHECK whether or not the step passes (nothing
             # runs on them after a failure): the check's outcome drives no wide enable.
-            self.load.eq(fsm.ongoing("CHECK")),
+            self.load.eq(loading),
             self.issue.valid.eq(issuing),
         ]
         # busy is a register (set by start, cleared with every return to IDLE), not a decode of
