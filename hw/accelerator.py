@@ -284,8 +284,8 @@ class Accelerator(wiring.Component):
     docs/architecture.md; cycle counts are :class:`Timing`'s, which the model uses too.
 
     The host reaches CSRs and memory windows through ``host`` (docs/isa.md, "Host register map");
-    every access takes three cycles (request, wait, ``ack``); a ``CTRL`` write acts in the
-    cycle after its request.
+    every access takes four cycles (the bus's request registered, the request, a wait, ``ack``);
+    a ``CTRL`` write acts in the cycle after its request.
 
     Parameters
     ----------
@@ -449,11 +449,23 @@ class Accelerator(wiring.Component):
             m.d.comb += result[l].eq(Mux(keep[l], rq.o.payload[l], 0))
 
         # Host bus.
-        bus = self.host
-        # An access takes three cycles: the request (decode, write, CSR value); a wait, in which
-        # a block RAM's word is registered; the ack, which returns it or the scratchpad's word
-        # (that memory has a register of its own). No path runs from a block RAM's output to the
-        # host port.
+        # An access takes four cycles: the bus's request is registered (the host port may sit
+        # far from the memories, and the address reaches every block RAM's port); the request
+        # (decode, write, CSR value); a wait, in which a block RAM's word is registered; the
+        # ack, which returns it or the scratchpad's word (that memory has a register of its
+        # own). No path runs from the host port to a block RAM or from a block RAM's output to
+        # the host port. The initiator holds its request until the ack, so the registered copy
+        # is the request delayed by a cycle; in the cycle after an ack it still shows the
+        # finished access, and is ignored.
+        bus = SimpleNamespace(
+            addr=Signal.like(self.host.addr, name="host_addr", reset_less=True),
+            w_data=Signal.like(self.host.w_data, name="host_w_data", reset_less=True),
+            w_mask=Signal.like(self.host.w_mask, name="host_w_mask", reset_less=True),
+            w_en=Signal(name="host_w_en"), r_en=Signal(name="host_r_en"),
+            r_data=self.host.r_data, err=self.host.err, ack=self.host.ack)
+        m.d.sync += [getattr(bus, name).eq(getattr(self.host, name))
+                     for name in ("addr", "w_data", "w_mask", "w_en", "r_en")]
+        acked = Signal()
         waiting = Signal()
         acking = Signal()
         ack_err = Signal()
@@ -461,7 +473,7 @@ class Accelerator(wiring.Component):
         source = Signal(3)        # what the ack cycle returns: 0 register, 1 program, 2/3 routes, 4 scratchpad
         part = Signal(range(max(dp.red_words, dp.dist_words, 2)))
         lane = Signal(range(L))
-        request = (bus.r_en | bus.w_en) & ~waiting & ~acking
+        request = (bus.r_en | bus.w_en) & ~waiting & ~acking & ~acked
         word = bus.addr
         byte_bases = {name: WINDOWS[name][0] >> 2 for name in WINDOWS}
 
@@ -614,6 +626,7 @@ class Accelerator(wiring.Component):
             m.d.sync += held[k].eq(port.data)
         with m.If(waiting):
             m.d.sync += [waiting.eq(0), acking.eq(1)]
+        m.d.sync += acked.eq(acking)
         with m.If(acking):
             m.d.sync += acking.eq(0)
             m.d.comb += [bus.ack.eq(1), bus.err.eq(ack_err), bus.r_data.eq(ack_data)]
