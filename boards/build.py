@@ -167,7 +167,16 @@ def build_board(board, *, build_dir=None, clk_freq=None, baud=115200, target=Non
     try:
         family = "ecp5" if spec.pll else "ice40"
         # Multipliers go to the iCE40's SB_MAC16 only when asked (synth_ecp5 maps to DSPs anyway).
-        options = {"synth_opts": "-dsp"} if family == "ice40" else {}
+        if family == "ice40":
+            options = {"synth_opts": "-dsp"}
+        else:
+            # synth_ecp5 maps LUTs with ABC9, whose reintegration of the mapped netlist stopped
+            # on internal assertions (abc_ops_reintegrate.cc) for the default configuration's
+            # board top with YoWASP Yosys 0.65 to 0.70: run synth_ecp5 up to that step, map
+            # with classic ABC (LUT4 to LUT7, as synth_ecp5 did before ABC9), and finish.
+            options = {"synth_opts": "-run :map_luts",
+                       "script_after_synth": "abc -dress -lut 4:7; clean; "
+                                             "synth_ecp5 -top top -run map_cells:"}
         try:
             # Paths stay relative: the WebAssembly tools see only the build folder.
             platform.build(top, name="top", build_dir=str(build_dir), do_program=False,
