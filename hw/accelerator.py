@@ -284,7 +284,8 @@ class Accelerator(wiring.Component):
     docs/architecture.md; cycle counts are :class:`Timing`'s, which the model uses too.
 
     The host reaches CSRs and memory windows through ``host`` (docs/isa.md, "Host register map");
-    every access takes four cycles (the bus's request registered, the request, a wait, ``ack``);
+    every access takes five cycles (the bus's request registered, the request, a wait, the
+    selection of the word, ``ack``);
     a ``CTRL`` write acts in the cycle after its request.
 
     Parameters
@@ -449,12 +450,13 @@ class Accelerator(wiring.Component):
             m.d.comb += result[l].eq(Mux(keep[l], rq.o.payload[l], 0))
 
         # Host bus.
-        # An access takes four cycles: the bus's request is registered (the host port may sit
+        # An access takes five cycles: the bus's request is registered (the host port may sit
         # far from the memories, and the address reaches every block RAM's port); the request
-        # (decode, write, CSR value); a wait, in which a block RAM's word is registered; the
-        # ack, which returns it or the scratchpad's word (that memory has a register of its
-        # own). No path runs from the host port to a block RAM or from a block RAM's output to
-        # the host port. The initiator holds its request until the ack, so the registered copy
+        # (decode, write, CSR value); a wait, in which a block RAM's word is registered at the
+        # memory (the scratchpad has a register of its own); the selection of the word into
+        # the answer's register; the ack. No path runs from the host port to a block RAM, and
+        # a block RAM's word crosses the chip only from a register to a register. The
+        # initiator holds its request until the ack, so the registered copy
         # is the request delayed by a cycle; in the cycle after an ack it still shows the
         # finished access, and is ignored.
         bus = SimpleNamespace(
@@ -467,13 +469,14 @@ class Accelerator(wiring.Component):
                      for name in ("addr", "w_data", "w_mask", "w_en", "r_en")]
         acked = Signal()
         waiting = Signal()
+        selecting = Signal()
         acking = Signal()
         ack_err = Signal()
         ack_data = Signal(32)
         source = Signal(3)        # what the ack cycle returns: 0 register, 1 program, 2/3 routes, 4 scratchpad
         part = Signal(range(max(dp.red_words, dp.dist_words, 2)))
         lane = Signal(range(L))
-        request = (bus.r_en | bus.w_en) & ~waiting & ~acking & ~acked
+        request = (bus.r_en | bus.w_en) & ~waiting & ~selecting & ~acking & ~acked
         word = bus.addr
         byte_bases = {name: WINDOWS[name][0] >> 2 for name in WINDOWS}
 
@@ -625,18 +628,20 @@ class Accelerator(wiring.Component):
             held[k] = Signal.like(port.data, name=f"host_read_{k}", reset_less=True)
             m.d.sync += held[k].eq(port.data)
         with m.If(waiting):
-            m.d.sync += [waiting.eq(0), acking.eq(1)]
+            m.d.sync += [waiting.eq(0), selecting.eq(1)]
+        with m.If(selecting):
+            m.d.sync += [selecting.eq(0), acking.eq(1)]
+            with m.Switch(source):
+                for k, value in held.items():
+                    with m.Case(k):
+                        m.d.sync += ack_data.eq(value.word_select(part, 32))
+                with m.Case(4):
+                    word_value = spad.read_a.data.as_value().word_select(lane, W).as_signed()
+                    m.d.sync += ack_data.eq(word_value)
         m.d.sync += acked.eq(acking)
         with m.If(acking):
             m.d.sync += acking.eq(0)
             m.d.comb += [bus.ack.eq(1), bus.err.eq(ack_err), bus.r_data.eq(ack_data)]
-            with m.Switch(source):
-                for k, value in held.items():
-                    with m.Case(k):
-                        m.d.comb += bus.r_data.eq(value.word_select(part, 32))
-                with m.Case(4):
-                    word_value = spad.read_a.data.as_value().word_select(lane, W).as_signed()
-                    m.d.comb += bus.r_data.eq(word_value)
         return m
 
 

@@ -55,7 +55,8 @@ class Controller(wiring.Component):
     of running row addresses (``addr[k]`` = base + the contributions of levels k and above), so a
     beat needs one adder per level and operand, no multiplier and no comparator. The extents
     ``(count - 1) * stride`` used by the range check are multiplied out in the cycle after a LOOP
-    executes (one multiplier per operand, from registers).
+    executes (one multiplier per operand, from registers, into registers) and stored in the cycle
+    after that.
 
     Errors (``done`` and ``error`` set, ``cause`` and ``err_pc`` recorded, back to IDLE): an
     illegal instruction (in DECODE; an illegal STEP in SUM), a STEP whose rows leave a region (in CHECK, before anything is
@@ -165,12 +166,20 @@ class Controller(wiring.Component):
         mul_level = Signal(range(max(N, 2)))
         mul_last = Signal(15)
         mul_stride = {op: Signal(signed(14), name=f"mul_stride_{op}") for op in _OPERANDS}
-        m.d.sync += mul_pending.eq(0)
-        with m.If(mul_pending):
+        # The products are registered at the multipliers (a DSP block's output is slow) and
+        # land in their level's extents a cycle later, still before the next DECODE reads them.
+        product = {op: Signal(signed(30), name=f"product_{op}") for op in _OPERANDS}
+        product_pending = Signal()
+        product_level = Signal.like(mul_level)
+        m.d.sync += [mul_pending.eq(0), product_pending.eq(mul_pending),
+                     product_level.eq(mul_level)]
+        for op in _OPERANDS:
+            m.d.sync += product[op].eq(mul_last * mul_stride[op])
+        with m.If(product_pending):
             for k in range(N):
-                with m.If(mul_level == k):
+                with m.If(product_level == k):
                     for op in _OPERANDS:
-                        m.d.sync += ext[op][k].eq(mul_last * mul_stride[op])
+                        m.d.sync += ext[op][k].eq(product[op])
 
         # BASE: legality.
         ra, rb, rc = base_w.region_a, base_w.region_b, base_w.region_c
