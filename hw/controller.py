@@ -168,18 +168,24 @@ class Controller(wiring.Component):
         mul_stride = {op: Signal(signed(14), name=f"mul_stride_{op}") for op in _OPERANDS}
         # The products are registered at the multipliers (a DSP block's output is slow) and
         # land in their level's extents a cycle later, still before the next DECODE reads them.
-        product = {op: Signal(signed(30), name=f"product_{op}") for op in _OPERANDS}
+        # With one level, the product register is the level's extent.
+        if N == 1:
+            product = {op: ext[op][0] for op in _OPERANDS}
+        else:
+            product = {op: Signal(signed(30), name=f"product_{op}", reset_less=True)
+                       for op in _OPERANDS}
         product_pending = Signal()
         product_level = Signal.like(mul_level)
         m.d.sync += [mul_pending.eq(0), product_pending.eq(mul_pending),
                      product_level.eq(mul_level)]
         for op in _OPERANDS:
             m.d.sync += product[op].eq(mul_last * mul_stride[op])
-        with m.If(product_pending):
-            for k in range(N):
-                with m.If(product_level == k):
-                    for op in _OPERANDS:
-                        m.d.sync += ext[op][k].eq(product[op])
+        if N > 1:
+            with m.If(product_pending):
+                for k in range(N):
+                    with m.If(product_level == k):
+                        for op in _OPERANDS:
+                            m.d.sync += ext[op][k].eq(product[op])
 
         # BASE: legality.
         ra, rb, rc = base_w.region_a, base_w.region_b, base_w.region_c
