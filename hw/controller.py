@@ -208,7 +208,9 @@ class Controller(wiring.Component):
                     if op == "c":
                         counted = counted & (step_w.red <= k)
                     e = ext[op][k]
-                    keep = counted & (e < 0) if bound == "lo" else counted & (e > 0)
+                    # The negative extents lower the range, the others raise it (a zero
+                    # one adds nothing either way): the sign bit decides.
+                    keep = counted & (e[-1] if bound == "lo" else ~e[-1])
                     values.append(Mux(keep, e, 0))
                 regs = []
                 for i in range(0, len(values), 2):
