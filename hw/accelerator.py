@@ -284,7 +284,7 @@ class Accelerator(wiring.Component):
     docs/architecture.md; cycle counts are :class:`Timing`'s, which the model uses too.
 
     The host reaches CSRs and memory windows through ``host`` (docs/isa.md, "Host register map");
-    every access takes five cycles (the bus's request registered, the request, a wait, the
+    every access takes six cycles (the bus's request registered, the request, two waits, the
     selection of the word, ``ack``);
     a ``CTRL`` write acts in the cycle after its request.
 
@@ -450,15 +450,16 @@ class Accelerator(wiring.Component):
             m.d.comb += result[l].eq(Mux(keep[l], rq.o.payload[l], 0))
 
         # Host bus.
-        # An access takes five cycles: the bus's request is registered (the host port may sit
+        # An access takes six cycles: the bus's request is registered (the host port may sit
         # far from the memories, and the address reaches every block RAM's port); the request
         # (decode, write, CSR value); a wait, in which a block RAM's word is registered at the
-        # memory (the scratchpad has a register of its own); the selection of the word into
-        # the answer's register; the ack. No path runs from the host port to a block RAM, and
-        # a block RAM's word crosses the chip only from a register to a register. The
-        # initiator holds its request until the ack, so the registered copy
-        # is the request delayed by a cycle; in the cycle after an ack it still shows the
-        # finished access, and is ignored.
+        # memory (the scratchpad has a register of its own); the access's 32-bit word is
+        # registered from it, which carries it across the chip; that word, or the scratchpad's,
+        # goes into the answer's register; the ack. No path runs from the host port to a block
+        # RAM, and a block RAM's word crosses the chip only from a register to a register. The
+        # initiator holds its request until the ack, so the registered copy is the request
+        # delayed by a cycle; in the cycle after an ack it still shows the finished access, and
+        # is ignored.
         bus = SimpleNamespace(
             addr=Signal.like(self.host.addr, name="host_addr", reset_less=True),
             w_data=Signal.like(self.host.w_data, name="host_w_data", reset_less=True),
@@ -469,6 +470,7 @@ class Accelerator(wiring.Component):
                      for name in ("addr", "w_data", "w_mask", "w_en", "r_en")]
         acked = Signal()
         waiting = Signal()
+        moving = Signal()
         selecting = Signal()
         acking = Signal()
         ack_err = Signal()
@@ -476,7 +478,7 @@ class Accelerator(wiring.Component):
         source = Signal(3)        # what the ack cycle returns: 0 register, 1 program, 2/3 routes, 4 scratchpad
         part = Signal(range(max(dp.red_words, dp.dist_words, 2)))
         lane = Signal(range(L))
-        request = (bus.r_en | bus.w_en) & ~waiting & ~selecting & ~acking & ~acked
+        request = (bus.r_en | bus.w_en) & ~waiting & ~moving & ~selecting & ~acking & ~acked
         word = bus.addr
         byte_bases = {name: WINDOWS[name][0] >> 2 for name in WINDOWS}
 
@@ -625,16 +627,19 @@ class Accelerator(wiring.Component):
             ports[3] = red_host_rp
         held = {}
         for k, port in ports.items():
-            held[k] = Signal.like(port.data, name=f"host_read_{k}", reset_less=True)
-            m.d.sync += held[k].eq(port.data)
+            at_memory = Signal.like(port.data, name=f"host_read_{k}", reset_less=True)
+            held[k] = Signal(32, name=f"host_word_{k}", reset_less=True)
+            m.d.sync += [at_memory.eq(port.data), held[k].eq(at_memory.word_select(part, 32))]
         with m.If(waiting):
-            m.d.sync += [waiting.eq(0), selecting.eq(1)]
+            m.d.sync += [waiting.eq(0), moving.eq(1)]
+        with m.If(moving):
+            m.d.sync += [moving.eq(0), selecting.eq(1)]
         with m.If(selecting):
             m.d.sync += [selecting.eq(0), acking.eq(1)]
             with m.Switch(source):
                 for k, value in held.items():
                     with m.Case(k):
-                        m.d.sync += ack_data.eq(value.word_select(part, 32))
+                        m.d.sync += ack_data.eq(value)
                 with m.Case(4):
                     word_value = spad.read_a.data.as_value().word_select(lane, W).as_signed()
                     m.d.sync += ack_data.eq(word_value)
