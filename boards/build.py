@@ -176,9 +176,9 @@ def build_board(board, *, build_dir=None, clk_freq=None, baud=115200, target=Non
             options = {"synth_opts": "-dsp"}
         else:
             # synth_ecp5 maps LUTs with ABC9, whose reintegration of the mapped netlist stopped
-            # on internal assertions (abc_ops_reintegrate.cc) for the default configuration's
-            # board top with YoWASP Yosys 0.65 to 0.70: run synth_ecp5 up to that step, map
-            # with classic ABC (LUT4 to LUT7, as synth_ecp5 did before ABC9), and finish.
+            # on internal assertions for the default configuration's board top (docs/fpga.md,
+            # "Board top"): run synth_ecp5 up to that step, map with classic ABC (LUT4 to
+            # LUT7, as synth_ecp5 did before ABC9), and finish.
             options = {"synth_opts": "-run :map_luts",
                        "script_after_synth": "abc -dress -lut 4:7; clean; "
                                              "synth_ecp5 -top top -run map_cells:"}
