@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import distribution as _dist
@@ -25,7 +26,7 @@ from .host_port import AXI4LiteSignature, HostPort, RegisterBusSignature, in_con
 from .isa import CSR, HOST_ADDR_WIDTH, ID_VALUE, INSTR_WIDTH, WINDOWS, route_words
 from .reduction import ReductionNetwork
 from .requantize import Requantizer
-from .scratchpad import Scratchpad, block_ram, block_ram_read_port
+from .scratchpad import Scratchpad
 
 __all__ = ["Datapath", "Timing", "Accelerator", "AcceleratorSystem"]
 
@@ -336,13 +337,9 @@ class Accelerator(wiring.Component):
         m.submodules.reduction = red = dp.reduction()
         m.submodules.requantizer = rq = dp.requantizer()
 
-        # The host writes the program and route memories only while the machine is idle, when
-        # the controller does not read them, and does not use what its own ports read of a word
-        # it is writing: no read needs a word written in the same cycle (block_ram).
-        m.submodules.program = prog = block_ram(shape=unsigned(INSTR_WIDTH), depth=c.prog_depth,
-                                                init=[])
-        prog_rp = block_ram_read_port(m, prog, "prog_read")
-        prog_host_rp = block_ram_read_port(m, prog, "prog_host_read")
+        m.submodules.program = prog = Memory(shape=unsigned(INSTR_WIDTH), depth=c.prog_depth, init=[])
+        prog_rp = prog.read_port()
+        prog_host_rp = prog.read_port()
         prog_wp = prog.write_port(granularity=32)
         # A route table is read by the controller in CHECK (the address is held from DECODE on)
         # and by the host while idle; neither changes while a read is under way, so a small
@@ -352,23 +349,20 @@ class Accelerator(wiring.Component):
         if dist_small:
             dist_mem = _RegisterTable(m, "dist_routes", width=dist_width, depth=c.dist_routes)
         else:
-            m.submodules.dist_routes = dist_mem = block_ram(shape=unsigned(dist_width),
-                                                            depth=c.dist_routes, init=[])
-        def read_port(table, small, name):
-            return table.read_port() if small else block_ram_read_port(m, table, name)
-
-        dist_rp_a = read_port(dist_mem, dist_small, "dist_read_a")
-        dist_rp_b = read_port(dist_mem, dist_small, "dist_read_b")
-        dist_host_rp = read_port(dist_mem, dist_small, "dist_host_read")
+            m.submodules.dist_routes = dist_mem = Memory(shape=unsigned(dist_width),
+                                                         depth=c.dist_routes, init=[])
+        dist_rp_a = dist_mem.read_port()
+        dist_rp_b = dist_mem.read_port()
+        dist_host_rp = dist_mem.read_port()
         dist_wp = dist_mem.write_port(granularity=32)
         red_width = 32 * dp.red_words
         if red_small:
             red_mem = _RegisterTable(m, "red_routes", width=red_width, depth=c.red_routes)
         else:
-            m.submodules.red_routes = red_mem = block_ram(shape=unsigned(red_width),
-                                                          depth=c.red_routes, init=[])
-        red_rp = read_port(red_mem, red_small, "red_read")
-        red_host_rp = read_port(red_mem, red_small, "red_host_read")
+            m.submodules.red_routes = red_mem = Memory(shape=unsigned(red_width),
+                                                       depth=c.red_routes, init=[])
+        red_rp = red_mem.read_port()
+        red_host_rp = red_mem.read_port()
         red_wp = red_mem.write_port(granularity=32)
 
         # Controller and route tables.

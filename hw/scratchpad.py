@@ -1,32 +1,11 @@
 """The scratchpad: regions of L banks, one row (a word in every bank) read or written per cycle."""
 
-from types import SimpleNamespace
-
 from amaranth import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Scratchpad", "block_ram", "block_ram_read_port"]
-
-
-def block_ram(**kwargs):
-    """A :class:`~amaranth.lib.memory.Memory` (same arguments) whose reads never need a word
-    written in the same cycle: it carries Yosys's ``no_rw_check`` attribute."""
-    return Memory(**kwargs, attrs={"no_rw_check": 1})
-
-
-def block_ram_read_port(m, memory, name):
-    """A read port of ``memory`` (made by :func:`block_ram`) with the timing of a synchronous one
-    (``data`` one cycle after ``addr``), built from a combinational port and a register that
-    Yosys merges into the block RAM's port. As merged under ``no_rw_check``, the port reads an
-    undefined word when that word is written in the same cycle (the simulation reads the old
-    one) and needs no read-first emulation logic between the block RAM and the next register.
-    Returns an object with ``addr`` and ``data``."""
-    port = memory.read_port(domain="comb")
-    data = Signal.like(port.data, name=name, reset_less=True)
-    m.d.sync += data.eq(port.data)
-    return SimpleNamespace(addr=port.addr, data=data)
+__all__ = ["Scratchpad"]
 
 
 class Scratchpad(wiring.Component):
@@ -43,10 +22,7 @@ class Scratchpad(wiring.Component):
     pack it; a block RAM's clock-to-output leaves little of a 100 MHz cycle for logic after it),
     then the region select. A write lands at the end of the cycle it is presented in.
     Throughput: one row per port per cycle. A read returns the row as it was before any write in
-    the cycle of its address, except that a read of the row being written in that cycle is
-    undefined on an FPGA (:func:`block_ram_read_port`); the accelerator never makes one (a step
-    reads regions A and B and writes C, all distinct; the host makes one access at a time).
-    Addresses wrap at ``depth``; a region
+    the cycle of its address. Addresses wrap at ``depth``; a region
     number beyond ``regions`` reads the last region and writes nothing.
 
     Parameters
@@ -119,9 +95,9 @@ class Scratchpad(wiring.Component):
                      region_a_2.eq(region_a), region_b_2.eq(region_b)]
         data_out = []
         for r in range(self._regions):
-            mem = block_ram(shape=row, depth=self._depth, init=[])
+            mem = Memory(shape=row, depth=self._depth, init=[])
             m.submodules[f"region_{r}"] = mem
-            rp = block_ram_read_port(m, mem, f"region_{r}_read")
+            rp = mem.read_port()
             wp = mem.write_port(granularity=1)   # one enable per word (bank)
             m.d.comb += rp.addr.eq(self.read_a.addr)
             with m.If(self.read_b.region == r):
