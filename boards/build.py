@@ -167,13 +167,8 @@ def build_board(board, *, build_dir=None, clk_freq=None, baud=115200, target=Non
     try:
         family = "ecp5" if spec.pll else "ice40"
         # Multipliers go to the iCE40's SB_MAC16 only when asked (synth_ecp5 maps to DSPs anyway).
-        # ECP5: the placer weighs timing more than by default (timing weight 40, criticality
-        # exponent 4; on the default configuration's board top, seed 1, the routed Fmax went
-        # from 87.80 to 93.34 MHz). router1 routes it; router2 did not converge.
-        placer = (" --placer-heap-timingweight 40 --placer-heap-critexp 4"
-                  if family == "ecp5" else "")
         if family == "ice40":
-            options = {"synth_opts": "-dsp"}
+            options, placer = {"synth_opts": "-dsp"}, ""
         else:
             # synth_ecp5 maps LUTs with ABC9, whose reintegration of the mapped netlist stopped
             # on internal assertions for the default configuration's board top (docs/fpga.md,
@@ -182,6 +177,10 @@ def build_board(board, *, build_dir=None, clk_freq=None, baud=115200, target=Non
             options = {"synth_opts": "-run :map_luts",
                        "script_after_synth": "abc -dress -lut 4:7; clean; "
                                              "synth_ecp5 -top top -run map_cells:"}
+            # The placer weighs timing more than by default (on the default configuration's
+            # board top, seed 1, the routed Fmax went from 87.80 to 93.34 MHz). router1 (the
+            # default) routes it; router2 did not converge.
+            placer = " --placer-heap-timingweight 40 --placer-heap-critexp 4"
         try:
             # Paths stay relative: the WebAssembly tools see only the build folder.
             platform.build(top, name="top", build_dir=str(build_dir), do_program=False,

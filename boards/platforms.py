@@ -183,8 +183,8 @@ class BoardTop(Elaboratable):
             m.d.comb += ClockSignal("sync").eq(clk)
             # Hold the design in reset until the PLL has locked, with a synchronous reset: the
             # flip-flops start as 1 after configuration and follow the lock flag on the PLL's
-            # clock (asynchronous-reset flip-flops here stopped Yosys's ABC9 mapping, 0.65-0.70,
-            # on an internal assertion).
+            # clock (asynchronous-reset flip-flops here stopped Yosys's ABC9 mapping on an
+            # internal assertion: docs/fpga.md, "Board top").
             m.submodules.reset = FFSynchronizer(~locked, ResetSignal("sync"), init=1)
         else:
             m.d.comb += locked.eq(1)

@@ -285,8 +285,7 @@ class Accelerator(wiring.Component):
 
     The host reaches CSRs and memory windows through ``host`` (docs/isa.md, "Host register map");
     every access takes six cycles (the bus's request registered, the request, two waits, the
-    selection of the word, ``ack``);
-    a ``CTRL`` write acts in the cycle after its request.
+    selection of the word, ``ack``); a ``CTRL`` write acts in the cycle after its request.
 
     Parameters
     ----------
@@ -381,18 +380,14 @@ class Accelerator(wiring.Component):
         cfg_red = Signal(dp.red_bits, reset_less=True)
         keep = Signal(L, reset_less=True)
         write_mask = Signal(L, reset_less=True)
-        def at_memory(port, name, registered):
-            """A route table's read data, registered right at the block RAM when it is one: the
-            entry is addressed from DECODE, so the register holds it in CHECK, when it loads."""
-            if not registered:
-                return port.data
-            held = Signal.like(port.data, name=name, reset_less=True)
-            m.d.sync += held.eq(port.data)
-            return held
+        # A table in block RAM: its entry is registered right at the memory. It is addressed
+        # from DECODE, so the register holds it in CHECK, when the configuration loads.
+        def entry(port, name, small):
+            return port.data if small else _delay(m, port.data, 1, name, reset_less=True)
 
-        dist_a_data = at_memory(dist_rp_a, "dist_route_a", not dist_small)
-        dist_b_data = at_memory(dist_rp_b, "dist_route_b", not dist_small)
-        red_data = at_memory(red_rp, "red_route", not red_small)
+        dist_a_data = entry(dist_rp_a, "dist_route_a", dist_small)
+        dist_b_data = entry(dist_rp_b, "dist_route_b", dist_small)
+        red_data = entry(red_rp, "red_route", red_small)
         dist_cfg = [cfg_a.eq(dist_a_data[:dp.dist_bits]), cfg_b.eq(dist_b_data[:dp.dist_bits])]
         red_cfg = [cfg_red.eq(red_data[:dp.red_bits]),
                    keep.eq(red_data[dp.keep_offset:dp.keep_offset + L]),
@@ -627,9 +622,9 @@ class Accelerator(wiring.Component):
             ports[3] = red_host_rp
         held = {}
         for k, port in ports.items():
-            at_memory = Signal.like(port.data, name=f"host_read_{k}", reset_less=True)
-            held[k] = Signal(32, name=f"host_word_{k}", reset_less=True)
-            m.d.sync += [at_memory.eq(port.data), held[k].eq(at_memory.word_select(part, 32))]
+            at_memory = _delay(m, port.data, 1, f"host_read_{k}", reset_less=True)
+            held[k] = _delay(m, at_memory.word_select(part, 32), 1, f"host_word_{k}",
+                             reset_less=True)
         with m.If(waiting):
             m.d.sync += [waiting.eq(0), moving.eq(1)]
         with m.If(moving):
