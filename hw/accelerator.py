@@ -12,7 +12,6 @@ from types import SimpleNamespace
 import numpy as np
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import distribution as _dist
@@ -26,7 +25,7 @@ from .host_port import AXI4LiteSignature, HostPort, RegisterBusSignature, in_con
 from .isa import CSR, HOST_ADDR_WIDTH, ID_VALUE, INSTR_WIDTH, WINDOWS, route_words
 from .reduction import ReductionNetwork
 from .requantize import Requantizer
-from .scratchpad import Scratchpad
+from .scratchpad import Scratchpad, block_ram, block_ram_read_port
 
 __all__ = ["Datapath", "Timing", "Accelerator", "AcceleratorSystem"]
 
@@ -336,9 +335,13 @@ class Accelerator(wiring.Component):
         m.submodules.reduction = red = dp.reduction()
         m.submodules.requantizer = rq = dp.requantizer()
 
-        m.submodules.program = prog = Memory(shape=unsigned(INSTR_WIDTH), depth=c.prog_depth, init=[])
-        prog_rp = prog.read_port()
-        prog_host_rp = prog.read_port()
+        # The host writes the program and route memories only while the machine is idle, when
+        # the controller does not read them, and does not use what its own ports read of a word
+        # it is writing: no read needs a word written in the same cycle (block_ram).
+        m.submodules.program = prog = block_ram(shape=unsigned(INSTR_WIDTH), depth=c.prog_depth,
+                                                init=[])
+        prog_rp = block_ram_read_port(m, prog, "prog_read")
+        prog_host_rp = block_ram_read_port(m, prog, "prog_host_read")
         prog_wp = prog.write_port(granularity=32)
         # A route table is read by the controller in CHECK (the address is held from DECODE on)
         # and by the host while idle; neither changes while a read is under way, so a small
@@ -348,20 +351,23 @@ class Accelerator(wiring.Component):
         if dist_small:
             dist_mem = _RegisterTable(m, "dist_routes", width=dist_width, depth=c.dist_routes)
         else:
-            m.submodules.dist_routes = dist_mem = Memory(shape=unsigned(dist_width),
-                                                         depth=c.dist_routes, init=[])
-        dist_rp_a = dist_mem.read_port()
-        dist_rp_b = dist_mem.read_port()
-        dist_host_rp = dist_mem.read_port()
+            m.submodules.dist_routes = dist_mem = block_ram(shape=unsigned(dist_width),
+                                                            depth=c.dist_routes, init=[])
+        def read_port(table, small, name):
+            return table.read_port() if small else block_ram_read_port(m, table, name)
+
+        dist_rp_a = read_port(dist_mem, dist_small, "dist_read_a")
+        dist_rp_b = read_port(dist_mem, dist_small, "dist_read_b")
+        dist_host_rp = read_port(dist_mem, dist_small, "dist_host_read")
         dist_wp = dist_mem.write_port(granularity=32)
         red_width = 32 * dp.red_words
         if red_small:
             red_mem = _RegisterTable(m, "red_routes", width=red_width, depth=c.red_routes)
         else:
-            m.submodules.red_routes = red_mem = Memory(shape=unsigned(red_width),
-                                                       depth=c.red_routes, init=[])
-        red_rp = red_mem.read_port()
-        red_host_rp = red_mem.read_port()
+            m.submodules.red_routes = red_mem = block_ram(shape=unsigned(red_width),
+                                                          depth=c.red_routes, init=[])
+        red_rp = read_port(red_mem, red_small, "red_read")
+        red_host_rp = read_port(red_mem, red_small, "red_host_read")
         red_wp = red_mem.write_port(granularity=32)
 
         # Controller and route tables.
@@ -532,6 +538,29 @@ class Accelerator(wiring.Component):
         spad_row = spad_off[c.lane_bits:c.lane_bits + c.row_bits]
         spad_region = spad_off[c.lane_bits + c.row_bits:]
         host_write = request & bus.w_en & full_mask & ~(memory_access & ctl.busy)
+        dist_part = dist_off[:dp.dist_words.bit_length() - 1] if dp.dist_words > 1 else 0
+        red_part = red_off[:dp.red_words.bit_length() - 1] if dp.red_words > 1 else 0
+
+        # The host's memory writes are registered: each memory's write port is driven from
+        # registers only, and the write lands a cycle after its request (the next access comes
+        # after the ack). A write port that shares a block RAM port with a read port (block_ram)
+        # thus puts one LUT, not the window decode, in front of that port's address.
+        w = SimpleNamespace(
+            addr=Signal.like(word, name="host_w_addr_q", reset_less=True),
+            data=Signal(32, name="host_w_data_q", reset_less=True),
+            spad_mask=Signal(L, name="host_w_spad_mask", reset_less=True),
+            spad=Signal(name="host_w_spad"),
+            prog=Signal(2, name="host_w_prog"),
+            dist=Signal(dp.dist_words, name="host_w_dist"),
+            red=Signal(dp.red_words, name="host_w_red"))
+        m.d.sync += [
+            w.addr.eq(word), w.data.eq(bus.w_data), w.spad_mask.eq(1 << spad_lane),
+            w.spad.eq(host_write & in_spad),
+            w.prog.eq(Mux(host_write & in_prog, Mux(prog_off[0], 0b10, 0b01), 0)),
+            w.dist.eq(Mux(host_write & in_dist, 1 << dist_part, 0)),
+            w.red.eq(Mux(host_write & in_red, 1 << red_part, 0)),
+        ]
+        w_spad_off = w.addr[:len(spad_off)]
 
         # Datapath and host share the scratchpad ports; the host only while the machine is idle.
         with m.If(ctl.busy):
@@ -553,32 +582,28 @@ class Accelerator(wiring.Component):
                 spad.read_a.addr.eq(spad_row),
                 spad.read_b.region.eq(spad_region),
                 spad.read_b.addr.eq(spad_row),
-                spad.write.region.eq(spad_region),
-                spad.write.addr.eq(spad_row),
-                spad.write.mask.eq(1 << spad_lane),
-                spad.write.en.eq(host_write & in_spad),
+                spad.write.region.eq(w_spad_off[c.lane_bits + c.row_bits:]),
+                spad.write.addr.eq(w_spad_off[c.lane_bits:c.lane_bits + c.row_bits]),
+                spad.write.mask.eq(w.spad_mask),
+                spad.write.en.eq(w.spad),
             ]
             for l in range(L):
-                m.d.comb += spad.write.data[l].eq(bus.w_data[:W])
+                m.d.comb += spad.write.data[l].eq(w.data[:W])
 
         m.d.comb += [
             prog_host_rp.addr.eq(prog_off[1:]),
-            prog_wp.addr.eq(prog_off[1:]),
-            prog_wp.data.eq(Cat(bus.w_data, bus.w_data)),
-            prog_wp.en.eq(Mux(host_write & in_prog, Mux(prog_off[0], 0b10, 0b01), 0)),
+            prog_wp.addr.eq(w.addr[1:len(prog_off)]),
+            prog_wp.data.eq(Cat(w.data, w.data)),
+            prog_wp.en.eq(w.prog),
             dist_host_rp.addr.eq(dist_off >> (dp.dist_words.bit_length() - 1)),
-            dist_wp.addr.eq(dist_off >> (dp.dist_words.bit_length() - 1)),
-            dist_wp.data.eq(Cat(*([bus.w_data] * dp.dist_words))),
+            dist_wp.addr.eq(w.addr[:len(dist_off)] >> (dp.dist_words.bit_length() - 1)),
+            dist_wp.data.eq(Cat(*([w.data] * dp.dist_words))),
+            dist_wp.en.eq(w.dist),
             red_host_rp.addr.eq(red_off >> (dp.red_words.bit_length() - 1)),
-            red_wp.addr.eq(red_off >> (dp.red_words.bit_length() - 1)),
-            red_wp.data.eq(Cat(*([bus.w_data] * dp.red_words))),
+            red_wp.addr.eq(w.addr[:len(red_off)] >> (dp.red_words.bit_length() - 1)),
+            red_wp.data.eq(Cat(*([w.data] * dp.red_words))),
+            red_wp.en.eq(w.red),
         ]
-        dist_part = dist_off[:dp.dist_words.bit_length() - 1] if dp.dist_words > 1 else 0
-        red_part = red_off[:dp.red_words.bit_length() - 1] if dp.red_words > 1 else 0
-        with m.If(host_write & in_dist):
-            m.d.comb += dist_wp.en.eq(1 << dist_part)
-        with m.If(host_write & in_red):
-            m.d.comb += red_wp.en.eq(1 << red_part)
 
         with m.If(request):
             # A small route table's word is read now and returned from ack_data.

@@ -1,11 +1,32 @@
 """The scratchpad: regions of L banks, one row (a word in every bank) read or written per cycle."""
 
+from types import SimpleNamespace
+
 from amaranth import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Scratchpad"]
+__all__ = ["Scratchpad", "block_ram", "block_ram_read_port"]
+
+
+def block_ram(**kwargs):
+    """A :class:`~amaranth.lib.memory.Memory` (same arguments) whose reads never need a word
+    written in the same cycle: it carries Yosys's ``no_rw_check`` attribute."""
+    return Memory(**kwargs, attrs={"no_rw_check": 1})
+
+
+def block_ram_read_port(m, memory, name):
+    """A read port of ``memory`` (made by :func:`block_ram`) with the timing of a synchronous one
+    (``data`` one cycle after ``addr``), built from a combinational port and a register that
+    Yosys merges into the block RAM's port. As merged under ``no_rw_check``, the port reads an
+    undefined word when that word is written in the same cycle (the simulation reads the old
+    one) and needs no read-first emulation logic between the block RAM and the next register.
+    Returns an object with ``addr`` and ``data``."""
+    port = memory.read_port(domain="comb")
+    data = Signal.like(port.data, name=name, reset_less=True)
+    m.d.sync += data.eq(port.data)
+    return SimpleNamespace(addr=port.addr, data=data)
 
 
 class Scratchpad(wiring.Component):
@@ -17,12 +38,17 @@ class Scratchpad(wiring.Component):
     region is read by ``read_b`` if ``read_b.region`` selects it, else by ``read_a``; reading the
     same region through both ports is not supported (``read_a`` then sees ``read_b``'s row).
 
-    Latency: a read returns the row ``latency`` (2) cycles after its address: the memory's read,
-    then a register on each region's output (the block RAM's output register where the FPGA can
-    pack it; a block RAM's clock-to-output leaves little of a 100 MHz cycle for logic after it),
-    then the region select. A write lands at the end of the cycle it is presented in.
+    Latency: a read returns the row ``latency`` (3) cycles after its address: the memory's read,
+    a register on each region's output, then the region select into a register per port. A block
+    RAM's clock-to-output (5.83 ns on an ECP5 at speed 6) leaves a 100 MHz cycle only the route
+    to the next register: with only registers after it, the placer puts a region's register
+    near its block RAM rather than near the networks the rows go to.
+    A write lands at the end of the cycle it is presented in.
     Throughput: one row per port per cycle. A read returns the row as it was before any write in
-    the cycle of its address. Addresses wrap at ``depth``; a region
+    the cycle of its address, except that a read of the row being written in that cycle is
+    undefined on an FPGA (:func:`block_ram_read_port`); the accelerator never makes one (a step
+    reads regions A and B and writes C, all distinct; the host makes one access at a time).
+    Addresses wrap at ``depth``; a region
     number beyond ``regions`` reads the last region and writes nothing.
 
     Parameters
@@ -44,7 +70,7 @@ class Scratchpad(wiring.Component):
         Write port: ``mask`` bit l enables word l.
     """
 
-    latency = 2
+    latency = 3
 
     def __init__(self, *, regions, lanes, depth, width):
         for name, value, ok in (("Region count", regions, isinstance(regions, int) and 1 <= regions <= 8),
@@ -95,9 +121,9 @@ class Scratchpad(wiring.Component):
                      region_a_2.eq(region_a), region_b_2.eq(region_b)]
         data_out = []
         for r in range(self._regions):
-            mem = Memory(shape=row, depth=self._depth, init=[])
+            mem = block_ram(shape=row, depth=self._depth, init=[])
             m.submodules[f"region_{r}"] = mem
-            rp = mem.read_port()
+            rp = block_ram_read_port(m, mem, f"region_{r}_read")
             wp = mem.write_port(granularity=1)   # one enable per word (bank)
             m.d.comb += rp.addr.eq(self.read_a.addr)
             with m.If(self.read_b.region == r):
@@ -112,10 +138,13 @@ class Scratchpad(wiring.Component):
             m.d.sync += out.eq(rp.data)
             data_out.append(out)
         # Region numbers beyond the last read the last region.
-        m.d.comb += [self.read_a.data.eq(data_out[-1]), self.read_b.data.eq(data_out[-1])]
+        held_a = Signal(row, name="read_a_q", reset_less=True)
+        held_b = Signal(row, name="read_b_q", reset_less=True)
+        m.d.sync += [held_a.eq(data_out[-1]), held_b.eq(data_out[-1])]
         for r in range(self._regions - 1):
             with m.If(region_a_2 == r):
-                m.d.comb += self.read_a.data.eq(data_out[r])
+                m.d.sync += held_a.eq(data_out[r])
             with m.If(region_b_2 == r):
-                m.d.comb += self.read_b.data.eq(data_out[r])
+                m.d.sync += held_b.eq(data_out[r])
+        m.d.comb += [self.read_a.data.eq(held_a), self.read_b.data.eq(held_b)]
         return m
