@@ -453,10 +453,11 @@ class Accelerator(wiring.Component):
         # Host bus.
         # An access takes six cycles: the bus's request is registered (the host port may sit
         # far from the memories, and the address reaches every block RAM's port); the request
-        # (decode, write, CSR value); a wait, in which a block RAM's word is registered at the
-        # memory (the scratchpad has a register of its own); the access's 32-bit word is
-        # registered from it, which carries it across the chip; that word, or the scratchpad's,
-        # goes into the answer's register; the ack. No path runs from the host port to a block
+        # (decode, CSR value; a memory write's port signals are registered); a wait, in which a
+        # block RAM's word is registered at the memory (and a write lands); the access's 32-bit
+        # word is registered from it, which carries it across the chip; that word, or the
+        # scratchpad's (out of its select register, Scratchpad.latency = 3 cycles after the
+        # request), goes into the answer's register; the ack. No path runs from the host port to a block
         # RAM, and a block RAM's word crosses the chip only from a register to a register. The
         # initiator holds its request until the ack, so the registered copy is the request
         # delayed by a cycle; in the cycle after an ack it still shows the finished access, and
