@@ -457,11 +457,11 @@ class Accelerator(wiring.Component):
         # block RAM's word is registered at the memory (and a write lands); the access's 32-bit
         # word is registered from it, which carries it across the chip; that word, or the
         # scratchpad's (out of its select register, Scratchpad.latency = 3 cycles after the
-        # request), goes into the answer's register; the ack. No path runs from the host port to a block
-        # RAM, and a block RAM's word crosses the chip only from a register to a register. The
-        # initiator holds its request until the ack, so the registered copy is the request
-        # delayed by a cycle; in the cycle after an ack it still shows the finished access, and
-        # is ignored.
+        # request), goes into the answer's register; the ack. No path runs from the host port to
+        # a block RAM, and a block RAM's word crosses the chip only from a register to a
+        # register. The initiator holds its request until the ack, so the registered copy is the
+        # request delayed by a cycle; in the cycle after an ack it still shows the finished
+        # access, and is ignored.
         bus = SimpleNamespace(
             addr=Signal.like(self.host.addr, name="host_addr", reset_less=True),
             w_data=Signal.like(self.host.w_data, name="host_w_data", reset_less=True),
