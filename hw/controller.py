@@ -40,8 +40,8 @@ def _tree_sum(values):
 class Controller(wiring.Component):
     """Microcode sequencer of the accelerator (see docs/isa.md for the instructions).
 
-    States: IDLE; FETCH (check ``pc``); READ (latch the word at ``pc`` into the instruction
-    register); DECODE (execute NOP/LOOP/BASE/HALT; check a STEP's fields, register
+    States: IDLE; FETCH (present ``pc`` to program memory); READ (latch the word into the
+    instruction register); DECODE (execute NOP/LOOP/BASE/HALT; check a STEP's fields, register
     them and the pairwise sums of the extents that its address-range check adds up); SUM (add
     those up per operand);
     CHECK (compare the sums with the region; on success start the loop nest, and the datapath
@@ -50,11 +50,6 @@ class Controller(wiring.Component):
     STEP takes ``timing.instr`` cycles; a STEP ``timing.step_cycles(n)``. Each state's logic starts
     from registers, so no path runs from the program memory's output or through more than one
     wide adder.
-
-    Program memory is read ahead: the ISA has no jumps, so the next instruction is at ``pc + 1``
-    (at ``entry`` after IDLE). ``prog_addr`` is a register that holds that address from FETCH on
-    (``entry`` while idle), and the word is registered once more on arrival, so the block RAM's
-    output reaches only that register, and READ latches the instruction register from it.
 
     Loop levels: per level a counter with registered first/last flags, and, per operand, a stack
     of running row addresses (``addr[k]`` = base + the contributions of levels k and above), so a
@@ -85,8 +80,7 @@ class Controller(wiring.Component):
     cycles, busy_cycles, macs, stalls : ``Out(config.counter_width)``
         Performance counters, cleared by ``start``; they wrap modulo ``2 ** counter_width``.
     prog_addr : ``Out``; prog_data : ``In(64)``
-        Program memory read port (data one cycle after the address); ``prog_addr`` is a
-        register.
+        Program memory read port (data one cycle after the address).
     route_a, route_b, route_c : ``Out(10)``
         Route-table indices of the decoded STEP (valid from DECODE; the tables' data is read in
         CHECK).
@@ -156,12 +150,8 @@ class Controller(wiring.Component):
         base_w = BASE_LAYOUT(ir[:BASE_LAYOUT.size])
         step_w = STEP_LAYOUT(ir[:STEP_LAYOUT.size])
 
-        # The next instruction's address, and its word registered on arrival (see above).
-        fetch_addr = Signal(self._prog_bits)
-        fetched = Signal(INSTR_WIDTH, reset_less=True)
-        m.d.sync += fetched.eq(self.prog_data)
         m.d.comb += [
-            self.prog_addr.eq(fetch_addr),
+            self.prog_addr.eq(self.pc[:self._prog_bits]),
             self.route_a.eq(step_w.route_a),
             self.route_b.eq(step_w.route_b),
             self.route_c.eq(step_w.route_c),
@@ -306,7 +296,6 @@ class Controller(wiring.Component):
 
         with m.FSM(name="state") as fsm:
             with m.State("IDLE"):
-                m.d.sync += fetch_addr.eq(self.entry)
                 with m.If(self.start & ~self.error):
                     m.d.sync += [
                         self.pc.eq(self.entry), self.done.eq(0), self.busy.eq(1),
@@ -316,13 +305,12 @@ class Controller(wiring.Component):
                     m.next = "FETCH"
             with m.State("FETCH"):
                 can_fail(Cause.ADDRESS)
-                m.d.sync += fetch_addr.eq(self.pc + 1)
                 with m.If(self.pc >= c.prog_depth):
                     fail()
                 with m.Else():
                     m.next = "READ"
             with m.State("READ"):
-                m.d.sync += ir.eq(fetched)
+                m.d.sync += ir.eq(self.prog_data)
                 m.next = "DECODE"
             with m.State("DECODE"):
                 can_fail(Cause.ILLEGAL)
