@@ -535,9 +535,16 @@ class Accelerator(wiring.Component):
                     m.d.comb += [csr_read.eq(csr_values[name]), csr_known.eq(1),
                                  csr_writable.eq(access != "ro")]
 
-        spad_lane = spad_off[:c.lane_bits]
-        spad_row = spad_off[c.lane_bits:c.lane_bits + c.row_bits]
-        spad_region = spad_off[c.lane_bits + c.row_bits:]
+        def spad_fields(off):
+            """Lane, row and region of a scratchpad window offset."""
+            return (off[:c.lane_bits], off[c.lane_bits:c.lane_bits + c.row_bits],
+                    off[c.lane_bits + c.row_bits:])
+
+        def route_entry(off, words):
+            """The route-table entry of a window offset (an entry is ``words`` words)."""
+            return off >> (words.bit_length() - 1)
+
+        spad_lane, spad_row, spad_region = spad_fields(spad_off)
         host_write = request & bus.w_en & full_mask & ~(memory_access & ctl.busy)
         dist_part = dist_off[:dp.dist_words.bit_length() - 1] if dp.dist_words > 1 else 0
         red_part = red_off[:dp.red_words.bit_length() - 1] if dp.red_words > 1 else 0
@@ -561,7 +568,7 @@ class Accelerator(wiring.Component):
             w.dist.eq(Mux(host_write & in_dist, 1 << dist_part, 0)),
             w.red.eq(Mux(host_write & in_red, 1 << red_part, 0)),
         ]
-        w_spad_off = w.addr[:len(spad_off)]
+        _, w_spad_row, w_spad_region = spad_fields(w.addr[:len(spad_off)])
 
         # Datapath and host share the scratchpad ports; the host only while the machine is idle.
         with m.If(ctl.busy):
@@ -583,8 +590,8 @@ class Accelerator(wiring.Component):
                 spad.read_a.addr.eq(spad_row),
                 spad.read_b.region.eq(spad_region),
                 spad.read_b.addr.eq(spad_row),
-                spad.write.region.eq(w_spad_off[c.lane_bits + c.row_bits:]),
-                spad.write.addr.eq(w_spad_off[c.lane_bits:c.lane_bits + c.row_bits]),
+                spad.write.region.eq(w_spad_region),
+                spad.write.addr.eq(w_spad_row),
                 spad.write.mask.eq(w.spad_mask),
                 spad.write.en.eq(w.spad),
             ]
@@ -596,12 +603,12 @@ class Accelerator(wiring.Component):
             prog_wp.addr.eq(w.addr[1:len(prog_off)]),
             prog_wp.data.eq(Cat(w.data, w.data)),
             prog_wp.en.eq(w.prog),
-            dist_host_rp.addr.eq(dist_off >> (dp.dist_words.bit_length() - 1)),
-            dist_wp.addr.eq(w.addr[:len(dist_off)] >> (dp.dist_words.bit_length() - 1)),
+            dist_host_rp.addr.eq(route_entry(dist_off, dp.dist_words)),
+            dist_wp.addr.eq(route_entry(w.addr[:len(dist_off)], dp.dist_words)),
             dist_wp.data.eq(Cat(*([w.data] * dp.dist_words))),
             dist_wp.en.eq(w.dist),
-            red_host_rp.addr.eq(red_off >> (dp.red_words.bit_length() - 1)),
-            red_wp.addr.eq(w.addr[:len(red_off)] >> (dp.red_words.bit_length() - 1)),
+            red_host_rp.addr.eq(route_entry(red_off, dp.red_words)),
+            red_wp.addr.eq(route_entry(w.addr[:len(red_off)], dp.red_words)),
             red_wp.data.eq(Cat(*([w.data] * dp.red_words))),
             red_wp.en.eq(w.red),
         ]
